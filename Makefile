@@ -5,7 +5,9 @@
 
 CC      ?= cc
 MODE    ?= release
-BUILD   := build/$(MODE)
+BUILD   ?= build/$(MODE)
+# A subset of source folders can be built alone: SRC_DIRS="src/base src/store"
+SRC_DIRS ?= src
 
 PKGS    := libh2o-evloop jansson sqlite3 openssl
 WARN    := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
@@ -21,7 +23,7 @@ LDFLAGS := $(if $(filter asan,$(MODE)),-fsanitize=address$(,)undefined)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
 , := ,
 
-LIB_SRC  := $(filter-out src/main.c,$(shell find src -name '*.c' | sort))
+LIB_SRC  := $(filter-out src/main.c,$(shell find $(SRC_DIRS) -name '*.c' | sort))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
