@@ -4,6 +4,7 @@
 # `make run` and `make test` first install missing Debian packages.
 
 CC      ?= cc
+, := ,
 MODE    ?= release
 BUILD   ?= build/$(MODE)
 # A subset of source folders can be built alone: SRC_DIRS="src/base src/store"
@@ -21,7 +22,6 @@ CFLAGS_asan    := -O1 -g -fno-omit-frame-pointer \
 CFLAGS  := -std=c17 $(WARN) $(CFLAGS_$(MODE)) -MMD -MP
 LDFLAGS := $(if $(filter asan,$(MODE)),-fsanitize=address$(,)undefined)
 LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
-, := ,
 
 LIB_SRC  := $(filter-out src/main.c,$(shell find $(SRC_DIRS) -name '*.c' | sort))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)

@@ -42,6 +42,9 @@ static int parse_int(const char *s, int64_t *out)
 {
     char *end;
 
+    /* strtoll would skip leading blanks; a value is exactly a number. */
+    if (isspace((unsigned char)s[0]))
+        return ERR_INVALID;
     errno = 0;
     long long v = strtoll(s, &end, 10);
     if (errno != 0 || end == s || *end != '\0')
@@ -106,7 +109,8 @@ int config_set(struct config *cfg, const char *key, const char *value,
     free(cfg->values[i].text);
     cfg->values[i].text = copy;
     cfg->values[i].num = num;
-    cfg->values[i].source = source;
+    snprintf(cfg->values[i].source, sizeof(cfg->values[i].source), "%s",
+             source);
     return ERR_OK;
 }
 
@@ -145,22 +149,6 @@ static char *trim(char *s)
     return s;
 }
 
-/* Sources must outlive the config; file positions are kept in a ring. */
-#define CONFIG_SOURCES_MAX 256
-static char source_names[CONFIG_SOURCES_MAX][96];
-static unsigned source_next;
-
-/* Returns "name:line", or "name" when line is 0, in a slot of the ring. */
-static const char *remember_source(const char *name, int line)
-{
-    char *slot = source_names[source_next++ % CONFIG_SOURCES_MAX];
-
-    if (line > 0)
-        snprintf(slot, sizeof(source_names[0]), "%s:%d", name, line);
-    else
-        snprintf(slot, sizeof(source_names[0]), "%s", name);
-    return slot;
-}
 
 int config_load_file(struct config *cfg, const char *path)
 {
@@ -200,8 +188,9 @@ int config_load_file(struct config *cfg, const char *path)
             value[vlen - 1] = '\0';
             value++;
         }
-        rc = config_set(cfg, key, value,
-                        remember_source(path, lineno));
+        char source[96];
+        snprintf(source, sizeof(source), "%s:%d", path, lineno);
+        rc = config_set(cfg, key, value, source);
         if (rc != ERR_OK)
             break;
     }
@@ -228,8 +217,7 @@ int config_load_env(struct config *cfg)
         const char *v = getenv(name);
         if (v == NULL)
             continue;
-        int rc = config_set(cfg, cfg->keys[i].name, v,
-                            remember_source(name, 0));
+        int rc = config_set(cfg, cfg->keys[i].name, v, name);
         if (rc != ERR_OK)
             return rc;
     }
@@ -291,7 +279,7 @@ int config_load(struct config *cfg, int argc, char **argv, int first)
             continue;
         char flag[CONFIG_NAME_MAX + 3];
         snprintf(flag, sizeof(flag), "--%s", key);
-        rc = config_set(cfg, key, value, remember_source(flag, 0));
+        rc = config_set(cfg, key, value, flag);
         if (rc != ERR_OK)
             return rc;
     }

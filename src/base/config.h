@@ -41,7 +41,7 @@ struct config_key {
 struct config_value {
     char *text;  /* owned */
     int64_t num; /* CONFIG_INT and CONFIG_BOOL (0 or 1) */
-    const char *source;
+    char source[96]; /* where the value came from, for messages */
 };
 
 struct config {
@@ -56,7 +56,7 @@ int config_init(struct config *cfg, const struct config_key *keys,
                 size_t nkeys);
 void config_free(struct config *cfg);
 
-/* Sets one key; source is a static string kept for messages. */
+/* Sets one key; source (copied) names where the value came from. */
 int config_set(struct config *cfg, const char *key, const char *value,
                const char *source);
 

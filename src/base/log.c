@@ -81,17 +81,18 @@ void log_write(enum log_level level, const char *subsystem, const char *fmt,
                      level_names[level], subsystem);
     len += (size_t)(n > 0 ? n : 0);
 
-    va_start(ap, fmt);
-    n = vsnprintf(line + len, sizeof(line) - len, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        n = 0;
-    if (len + (size_t)n >= sizeof(line) - 1) {
-        len = sizeof(line) - 5;
+    /* A prefix that already fills the buffer leaves no room for the event. */
+    if (len < sizeof(line)) {
+        va_start(ap, fmt);
+        n = vsnprintf(line + len, sizeof(line) - len, fmt, ap);
+        va_end(ap);
+        len += (size_t)(n > 0 ? n : 0);
+    }
+    /* The newline takes the place of the terminating NUL. */
+    if (len >= sizeof(line)) {
+        len = sizeof(line) - 4;
         memcpy(line + len, "...", 3);
         len += 3;
-    } else {
-        len += (size_t)n;
     }
     line[len++] = '\n';
 

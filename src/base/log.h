@@ -13,7 +13,7 @@
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR, LOG_OFF };
 
-/* Largest line written; longer lines are cut and end in "...". */
+/* Largest line written, newline included; longer lines end in "...". */
 #define LOG_LINE_MAX 2048
 
 /* Parses "debug", "info", "warn", "error" or "off"; ERR_OK or ERR_INVALID. */

@@ -1,5 +1,6 @@
 #include "base/rand.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <sys/random.h>
 
@@ -55,6 +56,7 @@ uint64_t rand_next(struct rand *r)
 uint64_t rand_below(struct rand *r, uint64_t bound)
 {
     /* Reject the short top slice so every residue is equally likely. */
+    assert(bound > 0);
     uint64_t limit = UINT64_MAX - UINT64_MAX % bound;
     uint64_t v;
 

@@ -135,6 +135,9 @@ const char *http_req_method(struct http_req *req);
 /* The path without the query, e.g. "/v1/shows/7". */
 const char *http_req_path(struct http_req *req);
 
+/* The request target as sent: path and query, "/v1/cities?limit=5". */
+const char *http_req_target(struct http_req *req);
+
 /* The value of a {name} segment, or NULL. */
 const char *http_req_param(struct http_req *req, const char *name);
 

@@ -59,6 +59,16 @@ const char *http_req_path(struct http_req *req)
     return req->path;
 }
 
+const char *http_req_target(struct http_req *req)
+{
+    h2o_iovec_t p = req->h2o->path;
+    char *copy = h2o_mem_alloc_pool(&req->h2o->pool, p.len + 1);
+
+    memcpy(copy, p.base, p.len);
+    copy[p.len] = '\0';
+    return copy;
+}
+
 const char *http_req_id(struct http_req *req)
 {
     return req->request_id;

@@ -8,6 +8,8 @@
 
 jmp_buf harness_jmp;
 static char failure[1024];
+/* File-level so longjmp cannot clobber them. */
+static size_t passed, failed;
 
 void harness_fail(const char *file, int line, const char *fmt, ...)
 {
@@ -22,8 +24,6 @@ void harness_fail(const char *file, int line, const char *fmt, ...)
 
 int harness_run(const struct harness_test *tests, size_t n)
 {
-    size_t passed = 0, failed = 0;
-
     /* Tests that exercise failure paths log; keep the report readable. */
     if (getenv("MARQUEE_TEST_LOG") == NULL)
         log_set_level(LOG_OFF);

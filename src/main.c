@@ -1,0 +1,43 @@
+/*
+ * main.c - the `marquee` command: one binary, one subcommand per role.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "http/http.h"
+#include "services/catalog/catalog.h"
+
+struct role {
+    const char *name;
+    int (*main)(int argc, char **argv);
+    const char *help;
+};
+
+static const struct role roles[] = {
+    {"catalog", catalog_main,
+     "cities, cinemas, screens, movies, shows and prices"},
+};
+
+static int usage(FILE *out)
+{
+    fprintf(out, "usage: marquee ROLE [--key=value ...]\n\nroles:\n");
+    for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++)
+        fprintf(out, "  %-10s %s\n", roles[i].name, roles[i].help);
+    fprintf(out, "\n`marquee ROLE --help` lists a role's settings.\n");
+    return out == stdout ? 0 : 2;
+}
+
+int main(int argc, char **argv)
+{
+    /* Before any thread starts, so only the HTTP server takes SIGTERM. */
+    http_block_stop_signals();
+    if (argc < 2)
+        return usage(stderr);
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0)
+        return usage(stdout);
+    for (size_t i = 0; i < sizeof(roles) / sizeof(roles[0]); i++)
+        if (strcmp(argv[1], roles[i].name) == 0)
+            return roles[i].main(argc - 1, argv + 1);
+    fprintf(stderr, "marquee: unknown role \"%s\"\n", argv[1]);
+    return usage(stderr);
+}

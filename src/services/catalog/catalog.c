@@ -1,0 +1,183 @@
+/*
+ * catalog.c - configuration, start-up and routes of the catalog service.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/config.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "services/catalog/catalog.h"
+#include "services/catalog/internal.h"
+
+static const struct config_key catalog_keys[] = {
+    HTTP_CONFIG_KEYS(8081),
+    {"log.level", CONFIG_STRING, "info", 0, 0,
+     "debug, info, warn, error or off"},
+    {"store.path", CONFIG_STRING, "var/catalog.db", 0, 0,
+     "the catalog's SQLite database file"},
+    {"store.synchronous", CONFIG_STRING, "full", 0, 0,
+     "SQLite synchronous setting: full or normal"},
+    {"store.busy_timeout_ms", CONFIG_INT, "5000", 0, 600000,
+     "how long to wait for another process's write lock"},
+    {"catalog.admin_token", CONFIG_STRING, "", 0, 0,
+     "bearer token for admin routes; empty disables them"},
+    {"catalog.demo", CONFIG_BOOL, "false", 0, 0,
+     "load the demo data set into an empty database"},
+    {"catalog.demo_file", CONFIG_STRING, "data/demo/catalog.json", 0, 0,
+     "the demo data set"},
+    {"catalog.cache", CONFIG_BOOL, "true", 0, 0,
+     "keep rendered answers of public reads in memory"},
+};
+
+static const struct http_route catalog_routes[] = {
+    {"GET", "/v1/cities", catalog_list_cities},
+    {"GET", "/v1/cities/{city_id}/cinemas", catalog_list_cinemas},
+    {"GET", "/v1/cities/{city_id}/movies", catalog_list_movies},
+    {"GET", "/v1/movies/{movie_id}", catalog_get_movie},
+    {"GET", "/v1/movies/{movie_id}/shows", catalog_list_movie_shows},
+    {"GET", "/v1/shows/{show_id}", catalog_get_show},
+    {"POST", "/v1/admin/cities", catalog_create_city},
+    {"POST", "/v1/admin/cinemas", catalog_create_cinema},
+    {"POST", "/v1/admin/cinemas/{cinema_id}/screens", catalog_create_screen},
+    {"POST", "/v1/admin/movies", catalog_create_movie},
+    {"POST", "/v1/admin/shows", catalog_create_show},
+    {"POST", "/v1/admin/shows/{show_id}/cancel", catalog_cancel_show},
+};
+
+static bool catalog_ready(void *app)
+{
+    struct catalog *cat = app;
+
+    return store_ready(cat->store);
+}
+
+static void *catalog_thread_start(void *app, int index)
+{
+    struct catalog_thread *t = calloc(1, sizeof(*t));
+
+    if (t == NULL)
+        return NULL;
+    t->cat = app;
+    if (store_conn_open(t->cat->store, &t->conn) != ERR_OK)
+        log_error("catalog", "read_connection_failed thread=%d", index);
+    t->cache = catalog_cache_new();
+    return t;
+}
+
+static void catalog_thread_stop(void *app, void *data)
+{
+    struct catalog_thread *t = data;
+
+    (void)app;
+    if (t == NULL)
+        return;
+    catalog_cache_free(t->cache);
+    if (t->conn != NULL)
+        store_conn_close(t->conn);
+    free(t);
+}
+
+/* Creates the database's folder, so a fresh checkout just runs. */
+static void make_parent_dir(const char *path)
+{
+    char dir[512];
+    const char *slash = strrchr(path, '/');
+
+    if (slash == NULL || (size_t)(slash - path) >= sizeof(dir))
+        return;
+    memcpy(dir, path, (size_t)(slash - path));
+    dir[slash - path] = '\0';
+    if (mkdir(dir, 0755) != 0 && access(dir, F_OK) != 0)
+        log_warn("catalog", "mkdir_failed dir=%s", dir);
+}
+
+static int apply_log_level(const struct config *cfg)
+{
+    enum log_level level;
+
+    if (log_level_parse(config_str(cfg, "log.level"), &level) != ERR_OK) {
+        fprintf(stderr, "config: bad value key=log.level value=\"%s\" "
+                        "reason=\"expected debug, info, warn, error or off\"\n",
+                config_str(cfg, "log.level"));
+        return ERR_CONFIG;
+    }
+    log_set_level(level);
+    return ERR_OK;
+}
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: marquee catalog [--key=value ...]\n\nkeys:\n");
+    config_print_help(catalog_keys,
+                      sizeof(catalog_keys) / sizeof(catalog_keys[0]), 2);
+    return 2;
+}
+
+int catalog_main(int argc, char **argv)
+{
+    struct config cfg;
+    struct catalog cat = {0};
+    struct http_server_config hc;
+    struct http_server *server;
+    int rc, exit_code = 1;
+
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return usage();
+    rc = config_init(&cfg, catalog_keys,
+                     sizeof(catalog_keys) / sizeof(catalog_keys[0]));
+    if (rc == ERR_OK)
+        rc = config_load(&cfg, argc, argv, 1);
+    if (rc != ERR_OK) {
+        fprintf(stderr, "%s\n", cfg.err);
+        goto out_config;
+    }
+    if (apply_log_level(&cfg) != ERR_OK)
+        goto out_config;
+
+    struct store_config sc = {
+        .backend = "sqlite",
+        .path = config_str(&cfg, "store.path"),
+        .busy_timeout_ms = (int)config_int(&cfg, "store.busy_timeout_ms"),
+        .synchronous = config_str(&cfg, "store.synchronous"),
+    };
+    make_parent_dir(sc.path);
+    rc = store_open(&sc, catalog_migrations, catalog_nmigrations, &cat.store);
+    if (rc != ERR_OK) {
+        log_error("catalog", "store_open_failed path=%s error=%s", sc.path,
+                  err_name(rc));
+        goto out_config;
+    }
+    cat.clock = clock_system();
+    cat.admin_token = config_str(&cfg, "catalog.admin_token");
+    cat.cache_enabled = config_bool(&cfg, "catalog.cache");
+
+    if (config_bool(&cfg, "catalog.demo") &&
+        catalog_demo_load(&cat, config_str(&cfg, "catalog.demo_file")) !=
+            ERR_OK)
+        goto out_store;
+
+    http_server_config_from(&hc, &cfg, "catalog");
+    hc.app = &cat;
+    hc.ready = catalog_ready;
+    hc.thread_start = catalog_thread_start;
+    hc.thread_stop = catalog_thread_stop;
+    rc = http_server_create(&hc, catalog_routes,
+                            sizeof(catalog_routes) / sizeof(catalog_routes[0]),
+                            &server);
+    if (rc != ERR_OK)
+        goto out_store;
+    rc = http_server_run(server);
+    http_server_free(server);
+    exit_code = rc == ERR_OK ? 0 : 1;
+
+out_store:
+    store_close(cat.store);
+out_config:
+    config_free(&cfg);
+    return exit_code;
+}
