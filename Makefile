@@ -30,6 +30,7 @@ TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TEST_OBJ := $(BUILD)/obj/tests/unit/harness.o
 
 .PHONY: all release asan build test run bench format deps clean
+.SECONDARY:
 .DEFAULT_GOAL := all
 
 all: build

@@ -36,7 +36,7 @@ struct store_stmt;
 #define STORE_STMT_CACHE_MAX 64      /* cached statements per connection */
 
 struct store_config {
-    const char *backend;     /* "sqlite" */
+    const char *backend;     /* "sqlite" (NULL means "sqlite") */
     const char *path;        /* database file; ":memory:" is refused */
     int busy_timeout_ms;     /* wait for another process's lock */
     const char *synchronous; /* SQLite: "full" (default) or "normal" */
@@ -74,7 +74,10 @@ bool store_ready(const struct store *s);
 /* The schema version after migrations. */
 int store_schema_version(const struct store *s);
 
-/* Opens a read connection for the calling thread; close it on that thread. */
+/*
+ * Opens a read connection for the calling thread; close it on that thread.
+ * It is read-only: every write goes through the writer.
+ */
 int store_conn_open(struct store *s, struct store_conn **out);
 void store_conn_close(struct store_conn *c);
 
@@ -82,9 +85,23 @@ void store_conn_close(struct store_conn *c);
  * Returns a prepared statement for sql on c, reset and with bindings
  * cleared.  Statements are cached per connection by the address of sql, so
  * pass string constants.  The statement stays owned by the connection.
+ * sql holds one statement.
+ *
+ * The cache holds STORE_STMT_CACHE_MAX statements; when it is full the one
+ * handed out least recently is finalized.  So a statement stays valid until
+ * STORE_STMT_CACHE_MAX other SQL texts have been prepared on c after it.
+ * Use it within the write job or read transaction (below) that prepared it:
+ * statements left unfinished are reset when that ends.
  */
 int store_prepare(struct store_conn *c, const char *sql,
                   struct store_stmt **out);
+
+/*
+ * Ends a statement's use: resets it so that it holds no read snapshot or
+ * lock.  Call it when done with a statement, before returning to the event
+ * loop; a statement left mid-result would pin an old snapshot.
+ */
+int store_reset(struct store_stmt *st);
 
 /* Bind by 1-based index. */
 int store_bind_int(struct store_stmt *st, int idx, int64_t v);
@@ -106,7 +123,10 @@ int64_t store_last_insert_id(struct store_conn *c);
 /* Runs static SQL with no parameters (schema, pragmas).  Not for input. */
 int store_exec(struct store_conn *c, const char *sql);
 
-/* Explicit transactions on a read connection (consistent multi-query read). */
+/*
+ * Explicit transactions on a read connection (consistent multi-query read).
+ * store_end_read() resets the statements prepared since store_begin_read().
+ */
 int store_begin_read(struct store_conn *c);
 int store_end_read(struct store_conn *c);
 
@@ -142,9 +162,9 @@ int store_write_sync(struct store *s, int (*apply)(struct store_conn *, void *),
 
 struct store_stats {
     uint64_t commits;       /* batches committed */
-    uint64_t writes;        /* jobs applied */
+    uint64_t writes;        /* jobs whose apply() ran */
     uint64_t write_errors;  /* jobs whose apply() failed */
-    uint64_t busy_retries;  /* BEGIN retried after SQLITE_BUSY */
+    uint64_t busy_retries;  /* BEGIN retried after ERR_BUSY */
     uint64_t batch_max_seen;
     uint64_t queue_full;    /* submits refused with ERR_FULL */
 };
@@ -155,6 +175,9 @@ void store_get_stats(const struct store *s, struct store_stats *out);
 /*
  * Backend table.  A backend folder (store/sqlite/) provides one of these;
  * store.c holds the generic parts (statement cache, writer, migrations).
+ * reset() also clears the bindings.  in_transaction() lets the writer tell
+ * whether a failed COMMIT left a transaction to roll back, since some
+ * failures end it on their own.
  */
 struct store_ops {
     const char *name;
@@ -175,6 +198,7 @@ struct store_ops {
     bool (*col_is_null)(struct store_stmt *st, int col);
     int64_t (*changes)(struct store_conn *c);
     int64_t (*last_insert_id)(struct store_conn *c);
+    bool (*in_transaction)(struct store_conn *c);
 };
 
 extern const struct store_ops store_sqlite_ops;

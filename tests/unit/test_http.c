@@ -1,0 +1,478 @@
+/*
+ * test_http.c - the HTTP layer, in process: route patterns, then a real
+ * server on a loopback port spoken to over raw sockets.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/err.h"
+#include "harness.h"
+#include "http/internal.h"
+
+/* --- route patterns ---------------------------------------------------- */
+
+TEST(route_literal_and_params)
+{
+    struct http_route in = {"GET", "/v1/shows/{id}/seats/{seat}", NULL};
+    struct http_route_compiled r;
+    const char *params[HTTP_SEGS_MAX] = {0};
+    h2o_mem_pool_t pool;
+
+    h2o_mem_init_pool(&pool);
+    CHECK_INT(http_route_compile(&r, &in), ERR_OK);
+    CHECK_INT(r.nsegs, 5);
+    CHECK(http_route_match(&r, &pool, "/v1/shows/7/seats/A3", 20, params));
+    CHECK_STR(params[2], "7");
+    CHECK_STR(params[4], "A3");
+    CHECK(http_route_match(&r, NULL, "/v1/shows/7/seats/A3/", 21, NULL));
+    CHECK(!http_route_match(&r, NULL, "/v1/shows/7/seats", 17, NULL));
+    CHECK(!http_route_match(&r, NULL, "/v1/shows//seats/A3", 19, NULL));
+    CHECK(!http_route_match(&r, NULL, "/v1/shows/7/seat/A3", 19, NULL));
+    CHECK(!http_route_match(&r, NULL, "/v1/shows/7/seats/A3/x", 22, NULL));
+    http_route_free(&r);
+    h2o_mem_clear_pool(&pool);
+}
+
+TEST(route_bad_patterns_refused)
+{
+    struct http_route_compiled r;
+    struct http_route bad[] = {
+        {"GET", "v1/no-slash", NULL},   {"GET", "/v1//double", NULL},
+        {"GET", "/v1/{open", NULL},     {"GET", "/v1/{}", NULL},
+        {"", "/v1", NULL},              {"TOOLONGMETHOD", "/v1", NULL},
+    };
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        CHECK_INT(http_route_compile(&r, &bad[i]), ERR_INVALID);
+}
+
+TEST(route_root_has_no_segment)
+{
+    struct http_route in = {"GET", "/", NULL};
+    struct http_route_compiled r;
+
+    CHECK_INT(http_route_compile(&r, &in), ERR_OK);
+    CHECK_INT(r.nsegs, 0);
+    CHECK(http_route_match(&r, NULL, "/", 1, NULL));
+    CHECK(!http_route_match(&r, NULL, "/x", 2, NULL));
+    http_route_free(&r);
+}
+
+/* --- a live server ----------------------------------------------------- */
+
+static void h_thing(struct http_req *req, void *app)
+{
+    int64_t id;
+
+    (void)app;
+    if (!http_req_param_id(req, "id", &id))
+        return;
+    bool bad = false;
+    const char *q = http_req_query(req, "q", &bad);
+    if (bad)
+        return;
+    http_respond_json(req, 200, json_pack("{s:I, s:s}", "id", (json_int_t)id,
+                                          "q", q ? q : ""));
+}
+
+static void h_echo(struct http_req *req, void *app)
+{
+    json_t *body = http_req_json(req);
+
+    (void)app;
+    if (body != NULL)
+        http_respond_json(req, 201, json_incref(body));
+}
+
+static void h_cached(struct http_req *req, void *app)
+{
+    (void)app;
+    http_respond_cacheable(req, json_pack("{s:s}", "v", "cached"),
+                           "public, max-age=5");
+}
+
+static atomic_int gone_seen;
+
+static void finish_late(struct http_req *req, void *arg)
+{
+    if (req == NULL) {
+        atomic_fetch_add(&gone_seen, 1);
+        return;
+    }
+    http_respond_json(req, 200, json_pack("{s:s}", "late", (char *)arg));
+}
+
+static void *late_worker(void *arg)
+{
+    struct timespec ts = {0, 300 * 1000000};
+
+    nanosleep(&ts, NULL);
+    static char yes[] = "yes";
+
+    http_async_post(arg, finish_late, yes);
+    return NULL;
+}
+
+static void h_late(struct http_req *req, void *app)
+{
+    pthread_t t;
+
+    (void)app;
+    pthread_create(&t, NULL, late_worker, http_req_defer(req));
+    pthread_detach(t);
+}
+
+static const struct http_route test_routes[] = {
+    {"GET", "/things/{id}", h_thing},
+    {"POST", "/echo", h_echo},
+    {"GET", "/cached", h_cached},
+    {"GET", "/late", h_late},
+};
+
+struct live {
+    struct http_server *server;
+    pthread_t tid;
+    int port;
+    int rc;
+};
+
+static void *run_server(void *arg)
+{
+    struct live *l = arg;
+
+    l->rc = http_server_run(l->server);
+    return NULL;
+}
+
+static void live_start(struct live *l, int max_conns, int timeout_ms)
+{
+    struct http_server_config cfg = {
+        .name = "test", .host = "127.0.0.1", .port = 0, .threads = 2,
+        .max_connections = max_conns, .max_body_bytes = 256,
+        .max_header_bytes = 2048, .request_timeout_ms = timeout_ms,
+        .shutdown_timeout_ms = 3000,
+    };
+
+    memset(l, 0, sizeof(*l));
+    CHECK_INT(http_server_create(&cfg, test_routes,
+                                 sizeof(test_routes) / sizeof(test_routes[0]),
+                                 &l->server),
+              ERR_OK);
+    l->port = http_server_port(l->server);
+    CHECK(l->port > 0);
+    pthread_create(&l->tid, NULL, run_server, l);
+}
+
+static int live_stop(struct live *l)
+{
+    http_server_stop(l->server);
+    pthread_join(l->tid, NULL);
+    http_server_free(l->server);
+    return l->rc;
+}
+
+static int connect_to(int port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(
+                                                       (uint16_t)port)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
+    return fd;
+}
+
+/* Reads one response (headers + Content-Length body); "" on EOF/timeout. */
+static char *read_response(int fd, int timeout_ms)
+{
+    static char buf[65536];
+    size_t n = 0;
+
+    buf[0] = '\0';
+    for (;;) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, timeout_ms) <= 0)
+            return buf;
+        ssize_t r = read(fd, buf + n, sizeof(buf) - 1 - n);
+        if (r <= 0)
+            return buf;
+        n += (size_t)r;
+        buf[n] = '\0';
+        char *end = strstr(buf, "\r\n\r\n");
+        if (end == NULL)
+            continue;
+        const char *cl = strcasestr(buf, "content-length:");
+        size_t want = cl != NULL ? (size_t)strtoul(cl + 15, NULL, 10) : 0;
+        if (n >= (size_t)(end + 4 - buf) + want)
+            return buf;
+    }
+}
+
+static char *roundtrip(int port, const char *request)
+{
+    int fd = connect_to(port);
+    size_t len = strlen(request);
+
+    CHECK(write(fd, request, len) == (ssize_t)len);
+    char *resp = read_response(fd, 3000);
+    close(fd);
+    return resp;
+}
+
+TEST(live_routes_params_and_problems)
+{
+    struct live l;
+    char *r;
+
+    live_start(&l, 100, 5000);
+    r = roundtrip(l.port, "GET /things/42?q=a%20b HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(strncmp(r, "HTTP/1.1 200", 12) == 0);
+    CHECK(strstr(r, "{\"id\":42,\"q\":\"a b\"}") != NULL);
+    CHECK(strcasestr(r, "x-request-id: ") != NULL);
+
+    r = roundtrip(l.port, "GET /things/abc HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(strncmp(r, "HTTP/1.1 404", 12) == 0);
+    CHECK(strcasestr(r, "content-type: application/problem+json") != NULL);
+    CHECK(strstr(r, "\"type\":\"/problems/not-found\"") != NULL);
+
+    r = roundtrip(l.port, "GET /things/1?q=%zz HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(strncmp(r, "HTTP/1.1 400", 12) == 0);
+    CHECK(strstr(r, "/problems/invalid-query") != NULL);
+
+    r = roundtrip(l.port, "DELETE /things/1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(strncmp(r, "HTTP/1.1 405", 12) == 0);
+    CHECK(strcasestr(r, "allow: GET") != NULL);
+
+    r = roundtrip(l.port, "GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(strncmp(r, "HTTP/1.1 404", 12) == 0);
+
+    r = roundtrip(l.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(strstr(r, "{\"status\":\"alive\"}") != NULL);
+    r = roundtrip(l.port, "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(strstr(r, "{\"status\":\"ready\"}") != NULL);
+    CHECK_INT(live_stop(&l), ERR_OK);
+}
+
+TEST(live_request_id_kept_or_made)
+{
+    struct live l;
+    char *r;
+
+    live_start(&l, 100, 5000);
+    r = roundtrip(l.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                          "X-Request-Id: abc-123.Z\r\n\r\n");
+    CHECK(strcasestr(r, "x-request-id: abc-123.Z\r\n") != NULL);
+    /* Unsafe ids are replaced, so logs cannot be forged through them. */
+    r = roundtrip(l.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                          "X-Request-Id: a b;c\r\n\r\n");
+    CHECK(strcasestr(r, "x-request-id: a b") == NULL);
+    CHECK(strcasestr(r, "x-request-id: ") != NULL);
+    CHECK_INT(live_stop(&l), ERR_OK);
+}
+
+TEST(live_json_bodies)
+{
+    struct live l;
+    char *r;
+
+    live_start(&l, 100, 5000);
+    r = roundtrip(l.port, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                          "application/json\r\nContent-Length: 7\r\n\r\n"
+                          "{\"a\":1}");
+    CHECK(strncmp(r, "HTTP/1.1 201", 12) == 0);
+    CHECK(strstr(r, "{\"a\":1}") != NULL);
+
+    r = roundtrip(l.port, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                          "application/json\r\nContent-Length: 6\r\n\r\n"
+                          "{\"a\":1");
+    CHECK(strncmp(r, "HTTP/1.1 400", 12) == 0);
+    CHECK(strstr(r, "/problems/malformed-json") != NULL);
+
+    r = roundtrip(l.port, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                          "application/json\r\nContent-Length: 3\r\n\r\n"
+                          "[1]");
+    CHECK(strstr(r, "/problems/malformed-json") != NULL);
+
+    r = roundtrip(l.port, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                          "text/plain\r\nContent-Length: 2\r\n\r\n{}");
+    CHECK(strncmp(r, "HTTP/1.1 415", 12) == 0);
+
+    r = roundtrip(l.port, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                          "application/json\r\nContent-Length: 15\r\n\r\n"
+                          "{\"a\":1,\"a\":2}  ");
+    CHECK(strncmp(r, "HTTP/1.1 400", 12) == 0);
+    CHECK_INT(live_stop(&l), ERR_OK);
+}
+
+TEST(live_size_limits)
+{
+    struct live l;
+    char req[8192], *r;
+
+    live_start(&l, 100, 5000);
+    snprintf(req, sizeof(req), "POST /echo HTTP/1.1\r\nHost: x\r\n"
+             "Content-Type: application/json\r\nContent-Length: 300\r\n\r\n"
+             "%0300d", 0);
+    r = roundtrip(l.port, req);
+    CHECK(strncmp(r, "HTTP/1.1 413", 12) == 0);
+    CHECK(strcasestr(r, "content-type: application/problem+json") != NULL);
+    CHECK(strstr(r, "/problems/payload-too-large") != NULL);
+
+    snprintf(req, sizeof(req), "GET /healthz HTTP/1.1\r\nHost: x\r\n"
+             "X-Big: %03000d\r\n\r\n", 0);
+    r = roundtrip(l.port, req);
+    CHECK(strncmp(r, "HTTP/1.1 431", 12) == 0);
+    CHECK(strstr(r, "/problems/headers-too-large") != NULL);
+    CHECK_INT(live_stop(&l), ERR_OK);
+}
+
+TEST(live_etag_and_304)
+{
+    struct live l;
+    char etag[64] = "", req[256], *r;
+
+    live_start(&l, 100, 5000);
+    r = roundtrip(l.port, "GET /cached HTTP/1.1\r\nHost: x\r\n\r\n");
+    const char *e = strcasestr(r, "etag: ");
+    CHECK(e != NULL);
+    sscanf(e + 6, "%63[^\r]", etag);
+    CHECK(etag[0] == '"');
+    CHECK(strcasestr(r, "cache-control: public, max-age=5") != NULL);
+
+    snprintf(req, sizeof(req), "GET /cached HTTP/1.1\r\nHost: x\r\n"
+             "If-None-Match: \"nope\", W/%s\r\n\r\n", etag);
+    r = roundtrip(l.port, req);
+    CHECK(strncmp(r, "HTTP/1.1 304", 12) == 0);
+    CHECK(strstr(r, "cached") == NULL);
+
+    r = roundtrip(l.port, "GET /cached HTTP/1.1\r\nHost: x\r\n"
+                          "If-None-Match: \"other\"\r\n\r\n");
+    CHECK(strncmp(r, "HTTP/1.1 200", 12) == 0);
+    CHECK_INT(live_stop(&l), ERR_OK);
+}
+
+TEST(live_deferred_answer_and_gone_client)
+{
+    struct live l;
+    char *r;
+
+    atomic_store(&gone_seen, 0);
+    live_start(&l, 100, 5000);
+    r = roundtrip(l.port, "GET /late HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(strstr(r, "{\"late\":\"yes\"}") != NULL);
+
+    int fd = connect_to(l.port);
+    const char *req = "GET /late HTTP/1.1\r\nHost: x\r\n\r\n";
+    CHECK(write(fd, req, strlen(req)) == (ssize_t)strlen(req));
+    usleep(50 * 1000);
+    close(fd);
+    /* The answer arrives after the client left: h2o notices at the write,
+     * or the request is already gone; either way nothing may crash. */
+    usleep(600 * 1000);
+    r = roundtrip(l.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(strstr(r, "alive") != NULL);
+    CHECK_INT(live_stop(&l), ERR_OK);
+}
+
+TEST(live_max_connections_waits_in_backlog)
+{
+    struct live l;
+    int fds[2];
+
+    /* Two threads: one connection each; a third waits for a slot. */
+    live_start(&l, 2, 5000);
+    fds[0] = connect_to(l.port);
+    fds[1] = connect_to(l.port);
+    usleep(100 * 1000);
+    int third = connect_to(l.port);
+    const char *req = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    CHECK(write(third, req, strlen(req)) == (ssize_t)strlen(req));
+    char *r = read_response(third, 300);
+    CHECK(r[0] == '\0');
+    close(fds[0]);
+    close(fds[1]);
+    r = read_response(third, 3000);
+    CHECK(strstr(r, "alive") != NULL);
+    close(third);
+    CHECK_INT(live_stop(&l), ERR_OK);
+}
+
+TEST(live_slow_client_cut_off_others_served)
+{
+    struct live l;
+
+    live_start(&l, 100, 400);
+    int slow = connect_to(l.port);
+    const char *part = "GET /healthz HTTP/1.1\r\nHo";
+    CHECK(write(slow, part, strlen(part)) == (ssize_t)strlen(part));
+    char *r = roundtrip(l.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(strstr(r, "alive") != NULL);
+
+    /* After the request timeout the server closes the slow connection. */
+    char buf[64];
+    struct pollfd p = {slow, POLLIN, 0};
+    CHECK(poll(&p, 1, 3000) == 1);
+    CHECK(read(slow, buf, sizeof(buf)) <= 0);
+    close(slow);
+    CHECK_INT(live_stop(&l), ERR_OK);
+}
+
+struct late_client {
+    int port;
+    char response[512];
+};
+
+static void *late_client_main(void *arg)
+{
+    struct late_client *c = arg;
+    int fd = connect_to(c->port);
+    const char *req = "GET /late HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    if (write(fd, req, strlen(req)) == (ssize_t)strlen(req))
+        snprintf(c->response, sizeof(c->response), "%s",
+                 read_response(fd, 3000));
+    close(fd);
+    return NULL;
+}
+
+TEST(live_graceful_stop_finishes_in_flight)
+{
+    struct live l;
+    struct late_client c = {0};
+    pthread_t t;
+
+    live_start(&l, 100, 5000);
+    c.port = l.port;
+    pthread_create(&t, NULL, late_client_main, &c);
+    usleep(100 * 1000);
+    /* Stop while /late is in flight: it must still get its answer. */
+    int rc = live_stop(&l);
+    pthread_join(t, NULL);
+    CHECK_INT(rc, ERR_OK);
+    CHECK(strstr(c.response, "{\"late\":\"yes\"}") != NULL);
+
+    /* And the port no longer accepts. */
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)c.port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0);
+    close(fd);
+}
+
+HARNESS_MAIN(T(route_literal_and_params), T(route_bad_patterns_refused),
+             T(route_root_has_no_segment), T(live_routes_params_and_problems),
+             T(live_request_id_kept_or_made), T(live_json_bodies),
+             T(live_size_limits), T(live_etag_and_304),
+             T(live_deferred_answer_and_gone_client),
+             T(live_max_connections_waits_in_backlog),
+             T(live_slow_client_cut_off_others_served),
+             T(live_graceful_stop_finishes_in_flight))
