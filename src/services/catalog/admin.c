@@ -193,7 +193,7 @@ static bool check_time(json_t *b, const char *key, bool required,
 {
     const char *s = NULL;
 
-    if (!jv_string(b, key, key, required, 20, 40, &s, e))
+    if (!jv_string(b, key, key, required, 1, 40, &s, e))
         return false;
     if (clock_parse_rfc3339(s, out) != ERR_OK) {
         verr_add(e, key, "invalid-format",
