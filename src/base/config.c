@@ -266,8 +266,13 @@ int config_load(struct config *cfg, int argc, char **argv, int first)
         }
         memcpy(key, arg + 2, klen);
         key[klen] = '\0';
+        size_t kidx;
+        const struct config_key *k = find_key(cfg, key, &kidx);
         if (eq != NULL) {
             value = eq + 1;
+        } else if (k != NULL && k->type == CONFIG_BOOL &&
+                   (i + 1 == argc || strncmp(argv[i + 1], "--", 2) == 0)) {
+            value = "true"; /* a bare --flag switches a boolean on */
         } else if (i + 1 < argc) {
             value = argv[++i];
         } else {

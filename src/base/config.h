@@ -12,8 +12,9 @@
  *
  * File format: one `key = value` per line; `#` starts a comment line; a value
  * may be wrapped in double quotes.  Environment: MARQUEE_HTTP_PORT for
- * http.port.  Flags: --http.port=8080 or --http.port 8080; --config FILE
- * names the file (MARQUEE_CONFIG works too).
+ * http.port.  Flags: --http.port=8080 or --http.port 8080; a boolean alone
+ * (--catalog.demo) means true; --config FILE names the file (MARQUEE_CONFIG
+ * works too).
  */
 #ifndef MARQUEE_BASE_CONFIG_H
 #define MARQUEE_BASE_CONFIG_H

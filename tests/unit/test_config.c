@@ -467,6 +467,28 @@ TEST(config_flag_forms)
     config_free(&cfg);
 }
 
+TEST(config_bare_bool_flag_means_true)
+{
+    struct config cfg;
+
+    cfg_open(&cfg);
+    CHECK_INT(LOAD(&cfg, "--debug", "--http.port=4001"), ERR_OK);
+    CHECK(config_bool(&cfg, "debug"));
+    CHECK_INT(config_int(&cfg, "http.port"), 4001);
+    config_free(&cfg);
+
+    cfg_open(&cfg);
+    CHECK_INT(LOAD(&cfg, "--http.port=4002", "--debug"), ERR_OK);
+    CHECK(config_bool(&cfg, "debug"));
+    config_free(&cfg);
+
+    /* Only booleans: a bare int flag still needs its value. */
+    cfg_open(&cfg);
+    CHECK_INT(LOAD(&cfg, "--http.port", "--debug"), ERR_CONFIG);
+    CHECK_HAS(cfg.err, "key=http.port");
+    config_free(&cfg);
+}
+
 TEST(config_later_flag_wins)
 {
     struct config cfg;
@@ -604,7 +626,8 @@ HARNESS_MAIN(T(config_defaults_applied), T(config_bad_default_refused),
              T(config_env_overrides_defaults),
              T(config_env_bad_value_refused),
              T(config_precedence_default_file_env_flag),
-             T(config_flag_forms), T(config_later_flag_wins),
+             T(config_flag_forms), T(config_bare_bool_flag_means_true),
+             T(config_later_flag_wins),
              T(config_file_from_flag_equals_and_env),
              T(config_flag_unknown_key_refused),
              T(config_flag_long_key_refused),
