@@ -76,4 +76,4 @@ format:
 clean:
 	rm -rf build
 
--include $(shell find build -name '*.d' 2>/dev/null)
+-include $(shell find build/release build/asan $(BUILD) -name '*.d' 2>/dev/null)

@@ -92,8 +92,8 @@ void clock_format_rfc3339(int64_t wall_ms, char out[CLOCK_RFC3339_LEN])
 
     civil_from_days(days, &y, &m, &d);
     snprintf(out, CLOCK_RFC3339_LEN, "%04u-%02u-%02uT%02u:%02u:%02uZ",
-             (unsigned)(y % 10000) % 10000u, m % 13u, d % 32u,
-             rem / 3600 % 24u, rem / 60 % 60u, rem % 60u);
+             (unsigned)(y % 10000) % 10000u, m % 13u, d % 32u, rem / 3600 % 24u,
+             rem / 60 % 60u, rem % 60u);
 }
 
 static int parse_digits(const char *s, int n, int *out)
@@ -108,7 +108,6 @@ static int parse_digits(const char *s, int n, int *out)
     *out = v;
     return ERR_OK;
 }
-
 
 static int days_in_month(int y, int m)
 {
@@ -125,8 +124,7 @@ static int parse_ymd(const char *s, int *y, int *m, int *d)
     if (parse_digits(s, 4, y) || s[4] != '-' || parse_digits(s + 5, 2, m) ||
         s[7] != '-' || parse_digits(s + 8, 2, d))
         return ERR_INVALID;
-    if (*y < 1970 || *m < 1 || *m > 12 || *d < 1 ||
-        *d > days_in_month(*y, *m))
+    if (*y < 1970 || *m < 1 || *m > 12 || *d < 1 || *d > days_in_month(*y, *m))
         return ERR_INVALID;
     return ERR_OK;
 }

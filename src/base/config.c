@@ -33,8 +33,8 @@ static int fail(struct config *cfg, const char *key, const char *value,
                  "reason=\"%s\"",
                  key, value, source, reason);
     else
-        snprintf(cfg->err, sizeof(cfg->err),
-                 "config: %s key=%s source=%s", reason, key, source);
+        snprintf(cfg->err, sizeof(cfg->err), "config: %s key=%s source=%s",
+                 reason, key, source);
     return ERR_CONFIG;
 }
 
@@ -86,21 +86,18 @@ int config_set(struct config *cfg, const char *key, const char *value,
 
     switch (k->type) {
     case CONFIG_INT:
-        if (parse_int(value, &num) != ERR_OK || num < k->min ||
-            num > k->max) {
+        if (parse_int(value, &num) != ERR_OK || num < k->min || num > k->max) {
             snprintf(reason, sizeof(reason),
-                     "expected an integer from %lld to %lld",
-                     (long long)k->min, (long long)k->max);
+                     "expected an integer from %lld to %lld", (long long)k->min,
+                     (long long)k->max);
             return fail(cfg, key, value, source, reason);
         }
         break;
     case CONFIG_BOOL:
         if (parse_bool(value, &num) != ERR_OK)
-            return fail(cfg, key, value, source,
-                        "expected true or false");
+            return fail(cfg, key, value, source, "expected true or false");
         break;
-    case CONFIG_STRING:
-        break;
+    case CONFIG_STRING: break;
     }
 
     char *copy = strdup(value);
@@ -114,8 +111,7 @@ int config_set(struct config *cfg, const char *key, const char *value,
     return ERR_OK;
 }
 
-int config_init(struct config *cfg, const struct config_key *keys,
-                size_t nkeys)
+int config_init(struct config *cfg, const struct config_key *keys, size_t nkeys)
 {
     assert(nkeys <= CONFIG_KEYS_MAX);
     memset(cfg, 0, sizeof(*cfg));
@@ -123,8 +119,8 @@ int config_init(struct config *cfg, const struct config_key *keys,
     cfg->nkeys = nkeys;
     for (size_t i = 0; i < nkeys; i++) {
         assert(strlen(keys[i].name) <= CONFIG_NAME_MAX);
-        int rc = config_set(cfg, keys[i].name, keys[i].default_value,
-                            "default");
+        int rc =
+            config_set(cfg, keys[i].name, keys[i].default_value, "default");
         if (rc != ERR_OK)
             return rc;
     }
@@ -149,7 +145,6 @@ static char *trim(char *s)
     return s;
 }
 
-
 int config_load_file(struct config *cfg, const char *path)
 {
     char line[CONFIG_LINE_MAX];
@@ -158,8 +153,8 @@ int config_load_file(struct config *cfg, const char *path)
 
     if (f == NULL) {
         snprintf(cfg->err, sizeof(cfg->err),
-                 "config: cannot open file path=%s errno=%d (%s)", path,
-                 errno, strerror(errno));
+                 "config: cannot open file path=%s errno=%d (%s)", path, errno,
+                 strerror(errno));
         return ERR_CONFIG;
     }
     while (fgets(line, sizeof(line), f) != NULL) {
@@ -203,8 +198,8 @@ static void env_name(const char *key, char *out, size_t cap)
     size_t n = (size_t)snprintf(out, cap, "MARQUEE_");
 
     for (const char *p = key; *p != '\0' && n + 1 < cap; p++)
-        out[n++] = *p == '.' || *p == '-' ? '_'
-                                          : (char)toupper((unsigned char)*p);
+        out[n++] =
+            *p == '.' || *p == '-' ? '_' : (char)toupper((unsigned char)*p);
     out[n] = '\0';
 }
 
@@ -291,9 +286,8 @@ int config_load(struct config *cfg, int argc, char **argv, int first)
     return ERR_OK;
 }
 
-static const struct config_value *value_of(const struct config *cfg,
-                                           const char *key,
-                                           enum config_type type)
+static const struct config_value *
+value_of(const struct config *cfg, const char *key, enum config_type type)
 {
     size_t i;
     const struct config_key *k = find_key(cfg, key, &i);
@@ -326,6 +320,5 @@ void config_print_help(const struct config_key *keys, size_t nkeys, int fd)
 
     for (size_t i = 0; i < nkeys; i++)
         dprintf(fd, "  --%-28s %-6s default \"%s\"\n      %s\n", keys[i].name,
-                type_names[keys[i].type], keys[i].default_value,
-                keys[i].help);
+                type_names[keys[i].type], keys[i].default_value, keys[i].help);
 }

@@ -34,14 +34,14 @@ struct config_key {
 };
 
 /* Longest key name and value accepted, and most keys per program. */
-#define CONFIG_NAME_MAX 64
+#define CONFIG_NAME_MAX  64
 #define CONFIG_VALUE_MAX 1024
-#define CONFIG_KEYS_MAX 128
-#define CONFIG_ERR_MAX 512
+#define CONFIG_KEYS_MAX  128
+#define CONFIG_ERR_MAX   512
 
 struct config_value {
-    char *text;  /* owned */
-    int64_t num; /* CONFIG_INT and CONFIG_BOOL (0 or 1) */
+    char *text;      /* owned */
+    int64_t num;     /* CONFIG_INT and CONFIG_BOOL (0 or 1) */
     char source[96]; /* where the value came from, for messages */
 };
 

@@ -3,9 +3,8 @@
 const char *err_name(int code)
 {
     switch (code) {
-#define ERR_NAME_CASE(name, value, message) \
-    case value:                             \
-        return #name;
+#define ERR_NAME_CASE(name, value, message)                                    \
+    case value: return #name;
         ERR_TABLE(ERR_NAME_CASE)
 #undef ERR_NAME_CASE
     }
@@ -15,9 +14,8 @@ const char *err_name(int code)
 const char *err_msg(int code)
 {
     switch (code) {
-#define ERR_MSG_CASE(name, value, message) \
-    case value:                            \
-        return message;
+#define ERR_MSG_CASE(name, value, message)                                     \
+    case value: return message;
         ERR_TABLE(ERR_MSG_CASE)
 #undef ERR_MSG_CASE
     }

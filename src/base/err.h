@@ -9,23 +9,23 @@
 #define MARQUEE_BASE_ERR_H
 
 /* X(name, value, message) */
-#define ERR_TABLE(X)                                                        \
-    X(ERR_OK, 0, "success")                                                 \
-    X(ERR_NOMEM, -1, "out of memory")                                       \
-    X(ERR_IO, -2, "input/output error")                                     \
-    X(ERR_INVALID, -3, "invalid argument")                                  \
-    X(ERR_NOTFOUND, -4, "not found")                                        \
-    X(ERR_CONFLICT, -5, "conflicts with the current state")                 \
-    X(ERR_BUSY, -6, "resource busy")                                        \
-    X(ERR_TIMEOUT, -7, "timed out")                                         \
-    X(ERR_TOOBIG, -8, "too large")                                          \
-    X(ERR_FULL, -9, "queue or table full")                                  \
-    X(ERR_CLOSED, -10, "closed or shutting down")                           \
-    X(ERR_DB, -11, "database error")                                        \
-    X(ERR_CORRUPT, -12, "data is corrupt")                                  \
-    X(ERR_CONFIG, -13, "bad configuration")                                 \
-    X(ERR_AGAIN, -14, "try again")                                          \
-    X(ERR_DENIED, -15, "permission denied")                                 \
+#define ERR_TABLE(X)                                                           \
+    X(ERR_OK, 0, "success")                                                    \
+    X(ERR_NOMEM, -1, "out of memory")                                          \
+    X(ERR_IO, -2, "input/output error")                                        \
+    X(ERR_INVALID, -3, "invalid argument")                                     \
+    X(ERR_NOTFOUND, -4, "not found")                                           \
+    X(ERR_CONFLICT, -5, "conflicts with the current state")                    \
+    X(ERR_BUSY, -6, "resource busy")                                           \
+    X(ERR_TIMEOUT, -7, "timed out")                                            \
+    X(ERR_TOOBIG, -8, "too large")                                             \
+    X(ERR_FULL, -9, "queue or table full")                                     \
+    X(ERR_CLOSED, -10, "closed or shutting down")                              \
+    X(ERR_DB, -11, "database error")                                           \
+    X(ERR_CORRUPT, -12, "data is corrupt")                                     \
+    X(ERR_CONFIG, -13, "bad configuration")                                    \
+    X(ERR_AGAIN, -14, "try again")                                             \
+    X(ERR_DENIED, -15, "permission denied")                                    \
     X(ERR_SYS, -16, "operating system call failed")
 
 enum err_code {

@@ -39,8 +39,8 @@ enum log_level log_get_level(void)
 
 bool log_enabled(enum log_level level)
 {
-    return (int)level >= atomic_load_explicit(&current_level,
-                                              memory_order_relaxed);
+    return (int)level >=
+           atomic_load_explicit(&current_level, memory_order_relaxed);
 }
 
 void log_set_fd(int fd)
@@ -77,8 +77,8 @@ void log_write(enum log_level level, const char *subsystem, const char *fmt,
     if (atomic_load(&with_timestamps))
         len = format_time(line, sizeof(line));
 
-    int n = snprintf(line + len, sizeof(line) - len, "%s %s: ",
-                     level_names[level], subsystem);
+    int n = snprintf(line + len, sizeof(line) - len,
+                     "%s %s: ", level_names[level], subsystem);
     len += (size_t)(n > 0 ? n : 0);
 
     /* A prefix that already fills the buffer leaves no room for the event. */

@@ -63,11 +63,13 @@ static json_t *check_categories(json_t *in, const char *field,
         }
         jv_no_unknown(c, sub, known, e);
         jv_path_key(path, sub, "code");
-        bool ok = jv_string(c, "code", path, true, 1,
-                            LAYOUT_CATEGORY_CODE_MAX, &code, e);
+        bool ok = jv_string(c, "code", path, true, 1, LAYOUT_CATEGORY_CODE_MAX,
+                            &code, e);
         if (ok && !code_ok(code)) {
-            verr_add(e, path, "invalid-format", "%s must be lower-case "
-                     "letters, digits, '-' or '_'", path);
+            verr_add(e, path, "invalid-format",
+                     "%s must be lower-case "
+                     "letters, digits, '-' or '_'",
+                     path);
             ok = false;
         }
         if (ok && category_index(sum, code) >= 0) {
@@ -81,8 +83,8 @@ static json_t *check_categories(json_t *in, const char *field,
             snprintf(sum->categories[sum->ncategories],
                      sizeof(sum->categories[0]), "%s", code);
             sum->ncategories++;
-            json_array_append_new(out, json_pack("{s:s, s:s}", "code", code,
-                                                 "name", name));
+            json_array_append_new(
+                out, json_pack("{s:s, s:s}", "code", code, "name", name));
         }
     }
     return out;
@@ -97,8 +99,7 @@ static json_t *check_seat_list(json_t *row, const char *key,
     json_t *list, *out = json_array();
 
     jv_path_key(path, rowpath, key);
-    if (!jv_array(row, key, path, false, 0, LAYOUT_ROW_POSITIONS_MAX, &list,
-                  e))
+    if (!jv_array(row, key, path, false, 0, LAYOUT_ROW_POSITIONS_MAX, &list, e))
         return out;
     for (size_t i = 0; i < json_array_size(list); i++) {
         json_t *v = json_array_get(list, i);
@@ -123,7 +124,7 @@ static json_t *check_row(json_t *row, const char *rowpath,
                          const struct layout_summary *sum, json_t *labels,
                          size_t *seats, struct verrs *e)
 {
-    static const char *const known[] = {"label", "category", "seats",
+    static const char *const known[] = {"label",      "category",  "seats",
                                         "accessible", "companion", NULL};
     bool present[LAYOUT_SEAT_NUMBER_MAX + 1] = {false};
     char path[VERR_FIELD_MAX], sub[VERR_FIELD_MAX];
@@ -164,15 +165,16 @@ static json_t *check_row(json_t *row, const char *rowpath,
             }
             if (!json_is_integer(p) || json_integer_value(p) < 1 ||
                 json_integer_value(p) > LAYOUT_SEAT_NUMBER_MAX) {
-                verr_add(e, sub, "wrong-type", "%s must be a seat number "
-                         "from 1 to %d, or null for a gap", sub,
-                         LAYOUT_SEAT_NUMBER_MAX);
+                verr_add(e, sub, "wrong-type",
+                         "%s must be a seat number "
+                         "from 1 to %d, or null for a gap",
+                         sub, LAYOUT_SEAT_NUMBER_MAX);
                 continue;
             }
             json_int_t n = json_integer_value(p);
             if (present[n]) {
-                verr_add(e, sub, "duplicate-seat",
-                         "seat %s%lld appears twice", label, (long long)n);
+                verr_add(e, sub, "duplicate-seat", "seat %s%lld appears twice",
+                         label, (long long)n);
                 continue;
             }
             present[n] = true;
@@ -183,18 +185,20 @@ static json_t *check_row(json_t *row, const char *rowpath,
             verr_add(e, path, "empty-row", "row %s has no seat", label);
     }
 
-    json_t *acc = check_seat_list(row, "accessible", rowpath, label, present,
-                                  e);
-    json_t *comp = check_seat_list(row, "companion", rowpath, label, present,
-                                   e);
+    json_t *acc =
+        check_seat_list(row, "accessible", rowpath, label, present, e);
+    json_t *comp =
+        check_seat_list(row, "companion", rowpath, label, present, e);
     for (size_t i = 0; i < json_array_size(comp); i++)
         for (size_t j = 0; j < json_array_size(acc); j++)
             if (json_integer_value(json_array_get(comp, i)) ==
                 json_integer_value(json_array_get(acc, j)))
-                verr_add(e, rowpath, "conflicting-seat-flags",
-                         "seat %s%lld cannot be both accessible and a "
-                         "companion seat", label,
-                         (long long)json_integer_value(json_array_get(comp, i)));
+                verr_add(
+                    e, rowpath, "conflicting-seat-flags",
+                    "seat %s%lld cannot be both accessible and a "
+                    "companion seat",
+                    label,
+                    (long long)json_integer_value(json_array_get(comp, i)));
     *seats += count;
     return json_pack("{s:s, s:s, s:o, s:o, s:o}", "label", label, "category",
                      cat != NULL ? cat : "", "seats", norm, "accessible", acc,
@@ -270,7 +274,8 @@ void layout_check_prices(const struct layout_summary *sum, json_t *prices,
         verr_add(e, field, "wrong-type", "%s must be an object", field);
         return;
     }
-    json_object_foreach(prices, code, v) {
+    json_object_foreach(prices, code, v)
+    {
         jv_path_key(path, field, code);
         if (category_index(sum, code) < 0) {
             verr_add(e, path, "unknown-category",
@@ -288,8 +293,8 @@ void layout_check_prices(const struct layout_summary *sum, json_t *prices,
             continue;
         }
         if (json_integer_value(v) > max)
-            verr_add(e, path, "out-of-range", "%s must be at most %lld",
-                     path, (long long)max);
+            verr_add(e, path, "out-of-range", "%s must be at most %lld", path,
+                     (long long)max);
     }
     for (size_t i = 0; i < sum->ncategories; i++) {
         if (json_object_get(prices, sum->categories[i]) == NULL) {

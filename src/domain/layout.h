@@ -20,12 +20,12 @@
 
 #include "domain/validate.h"
 
-#define LAYOUT_CATEGORIES_MAX 16
+#define LAYOUT_CATEGORIES_MAX    16
 #define LAYOUT_CATEGORY_CODE_MAX 32
-#define LAYOUT_ROWS_MAX 100
+#define LAYOUT_ROWS_MAX          100
 #define LAYOUT_ROW_POSITIONS_MAX 200
-#define LAYOUT_SEAT_NUMBER_MAX 999
-#define LAYOUT_SEATS_MAX 10000
+#define LAYOUT_SEAT_NUMBER_MAX   999
+#define LAYOUT_SEATS_MAX         10000
 
 struct layout_summary {
     size_t seat_count;

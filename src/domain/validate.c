@@ -4,6 +4,33 @@
 #include <stdio.h>
 #include <string.h>
 
+/*
+ * snprintf and precisions such as "%.60s" cut by bytes, so they can split a
+ * multi-byte character of a client's key.  jansson refuses such a string,
+ * and verr_to_json would lose the error; a cut sequence becomes '?'.
+ */
+static void utf8_scrub(char *s)
+{
+    unsigned char *p = (unsigned char *)s;
+
+    while (*p != '\0') {
+        size_t len = *p < 0x80             ? 1
+                     : (*p & 0xE0) == 0xC0 ? 2
+                     : (*p & 0xF0) == 0xE0 ? 3
+                     : (*p & 0xF8) == 0xF0 ? 4
+                                           : 0;
+        size_t i = 1;
+
+        while (i < len && (p[i] & 0xC0) == 0x80)
+            i++;
+        if (len == 0 || i < len) {
+            *p++ = '?';
+            continue;
+        }
+        p += len;
+    }
+}
+
 void verr_add(struct verrs *e, const char *field, const char *code,
               const char *fmt, ...)
 {
@@ -19,6 +46,8 @@ void verr_add(struct verrs *e, const char *field, const char *code,
     va_start(ap, fmt);
     vsnprintf(v->detail, sizeof(v->detail), fmt, ap);
     va_end(ap);
+    utf8_scrub(v->field);
+    utf8_scrub(v->detail);
 }
 
 json_t *verr_to_json(const struct verrs *e)
@@ -87,8 +116,10 @@ bool jv_string(json_t *obj, const char *key, const char *field, bool required,
     }
     size_t len = json_string_length(v);
     if (len < min_len) {
-        verr_add(e, field, "too-short", "%s must have at least %zu "
-                 "characters", field, min_len);
+        verr_add(e, field, "too-short",
+                 "%s must have at least %zu "
+                 "characters",
+                 field, min_len);
         return false;
     }
     if (len > max_len) {
@@ -112,8 +143,8 @@ bool jv_int(json_t *obj, const char *key, const char *field, bool required,
     if (v == NULL)
         return false;
     if (!json_is_integer(v)) {
-        verr_add(e, field, "wrong-type", "%s must be an integer, not %s",
-                 field, type_name(v));
+        verr_add(e, field, "wrong-type", "%s must be an integer, not %s", field,
+                 type_name(v));
         return false;
     }
     int64_t n = json_integer_value(v);
@@ -150,30 +181,31 @@ bool jv_array(json_t *obj, const char *key, const char *field, bool required,
     return true;
 }
 
-bool jv_object(json_t *obj, const char *key, const char *field,
-               bool required, json_t **out, struct verrs *e)
+bool jv_object(json_t *obj, const char *key, const char *field, bool required,
+               json_t **out, struct verrs *e)
 {
     json_t *v = member(obj, key, field, required, e);
 
     if (v == NULL)
         return false;
     if (!json_is_object(v)) {
-        verr_add(e, field, "wrong-type", "%s must be an object, not %s",
-                 field, type_name(v));
+        verr_add(e, field, "wrong-type", "%s must be an object, not %s", field,
+                 type_name(v));
         return false;
     }
     *out = v;
     return true;
 }
 
-void jv_no_unknown(json_t *obj, const char *prefix,
-                   const char *const *allowed, struct verrs *e)
+void jv_no_unknown(json_t *obj, const char *prefix, const char *const *allowed,
+                   struct verrs *e)
 {
     const char *key;
     json_t *v;
     char path[VERR_FIELD_MAX];
 
-    json_object_foreach(obj, key, v) {
+    json_object_foreach(obj, key, v)
+    {
         bool known = false;
         for (size_t i = 0; allowed[i] != NULL && !known; i++)
             known = strcmp(key, allowed[i]) == 0;

@@ -13,9 +13,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define VERR_MAX 16 /* errors kept per body; more are counted */
-#define VERR_FIELD_MAX 96
-#define VERR_CODE_MAX 40
+#define VERR_MAX        16 /* errors kept per body; more are counted */
+#define VERR_FIELD_MAX  96
+#define VERR_CODE_MAX   40
 #define VERR_DETAIL_MAX 200
 
 struct verr {
@@ -55,12 +55,12 @@ bool jv_int(json_t *obj, const char *key, const char *field, bool required,
             int64_t min, int64_t max, int64_t *out, struct verrs *e);
 bool jv_array(json_t *obj, const char *key, const char *field, bool required,
               size_t min_len, size_t max_len, json_t **out, struct verrs *e);
-bool jv_object(json_t *obj, const char *key, const char *field,
-               bool required, json_t **out, struct verrs *e);
+bool jv_object(json_t *obj, const char *key, const char *field, bool required,
+               json_t **out, struct verrs *e);
 
 /* Records "unknown-field" for every key of obj not in the NULL-ended list. */
-void jv_no_unknown(json_t *obj, const char *prefix,
-                   const char *const *allowed, struct verrs *e);
+void jv_no_unknown(json_t *obj, const char *prefix, const char *const *allowed,
+                   struct verrs *e);
 
 /* A path "prefix.key" or "prefix[index]" in out (VERR_FIELD_MAX bytes). */
 void jv_path_key(char *out, const char *prefix, const char *key);

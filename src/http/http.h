@@ -31,11 +31,11 @@ struct config;
 struct config_key;
 
 /* Named limits. */
-#define HTTP_THREADS_MAX 64
-#define HTTP_ROUTES_MAX 128
-#define HTTP_PARAMS_MAX 8        /* {name} segments per pattern */
-#define HTTP_REQUEST_ID_MAX 64   /* accepted X-Request-Id length */
-#define HTTP_ACCEPT_BATCH 64     /* connections accepted per wake-up */
+#define HTTP_THREADS_MAX     64
+#define HTTP_ROUTES_MAX      128
+#define HTTP_PARAMS_MAX      8   /* {name} segments per pattern */
+#define HTTP_REQUEST_ID_MAX  64  /* accepted X-Request-Id length */
+#define HTTP_ACCEPT_BATCH    64  /* connections accepted per wake-up */
 #define HTTP_QUERY_VALUE_MAX 512 /* decoded query parameter length */
 
 typedef void (*http_handler_fn)(struct http_req *req, void *app);
@@ -70,23 +70,49 @@ struct http_server_config {
  * The http.* configuration keys and a reader for them.  Programs put
  * HTTP_CONFIG_KEYS(port) into their key table.
  */
-#define HTTP_CONFIG_KEYS(default_port)                                        \
-    {"http.host", CONFIG_STRING, "127.0.0.1", 0, 0, "address to listen on"},  \
-    {"http.port", CONFIG_INT, #default_port, 1, 65535, "port to listen on"},  \
-    {"http.threads", CONFIG_INT, "0", 0, HTTP_THREADS_MAX,                    \
-     "event-loop threads; 0 = one per core"},                                 \
-    {"http.max_connections", CONFIG_INT, "4096", 1, 1000000,                  \
-     "open connections at most; more wait in the listen backlog"},            \
-    {"http.max_body_bytes", CONFIG_INT, "65536", 1, 16777216,                 \
-     "largest request body; larger gets 413"},                                \
-    {"http.max_header_bytes", CONFIG_INT, "16384", 1024, 1048576,             \
-     "largest request header section; larger gets 431"},                      \
-    {"http.request_timeout_ms", CONFIG_INT, "10000", 100, 3600000,            \
-     "time to receive a whole request, also the idle keep-alive limit"},      \
-    {"http.shutdown_timeout_ms", CONFIG_INT, "10000", 0, 600000,              \
-     "time in-flight requests get to finish after SIGTERM"},                  \
-    {"http.access_log", CONFIG_BOOL, "false", 0, 0,                           \
-     "log one line per request at debug level"}
+#define HTTP_CONFIG_KEYS(default_port)                                           \
+    {"http.host", CONFIG_STRING, "127.0.0.1", 0, 0, "address to listen on"},     \
+        {"http.port", CONFIG_INT, #default_port, 1, 65535, "port to listen on"}, \
+        {"http.threads",                                                         \
+         CONFIG_INT,                                                             \
+         "0",                                                                    \
+         0,                                                                      \
+         HTTP_THREADS_MAX,                                                       \
+         "event-loop threads; 0 = one per core"},                                \
+        {"http.max_connections",                                                 \
+         CONFIG_INT,                                                             \
+         "4096",                                                                 \
+         1,                                                                      \
+         1000000,                                                                \
+         "open connections at most; more wait in the listen backlog"},           \
+        {"http.max_body_bytes",                                                  \
+         CONFIG_INT,                                                             \
+         "65536",                                                                \
+         1,                                                                      \
+         16777216,                                                               \
+         "largest request body; larger gets 413"},                               \
+        {"http.max_header_bytes",                                                \
+         CONFIG_INT,                                                             \
+         "16384",                                                                \
+         1024,                                                                   \
+         1048576,                                                                \
+         "largest request header section; larger gets 431"},                     \
+        {"http.request_timeout_ms",                                              \
+         CONFIG_INT,                                                             \
+         "10000",                                                                \
+         100,                                                                    \
+         3600000,                                                                \
+         "time to receive a whole request, also the idle keep-alive limit"},     \
+        {"http.shutdown_timeout_ms",                                             \
+         CONFIG_INT,                                                             \
+         "10000",                                                                \
+         0,                                                                      \
+         600000,                                                                 \
+         "time in-flight requests get to finish after SIGTERM"},                 \
+    {                                                                            \
+        "http.access_log", CONFIG_BOOL, "false", 0, 0,                           \
+            "log one line per request at debug level"                            \
+    }
 
 void http_server_config_from(struct http_server_config *out,
                              const struct config *cfg, const char *name);
@@ -151,8 +177,7 @@ bool http_req_param_id(struct http_req *req, const char *name, int64_t *out);
  * A query parameter, percent-decoded, or NULL when absent.  A present but
  * undecodable or over-long value is answered with 400 and *bad set.
  */
-const char *http_req_query(struct http_req *req, const char *name,
-                           bool *bad);
+const char *http_req_query(struct http_req *req, const char *name, bool *bad);
 
 /* A request header (name in lower case), NUL-terminated copy, or NULL. */
 const char *http_req_header(struct http_req *req, const char *name);
@@ -176,8 +201,7 @@ int64_t http_req_start_ms(struct http_req *req);
 /* --- answering ------------------------------------------------------ */
 
 /* Adds a response header; name and value are copied. */
-void http_set_header(struct http_req *req, const char *name,
-                     const char *value);
+void http_set_header(struct http_req *req, const char *name, const char *value);
 
 /* Answers with a JSON body; takes the reference to body. */
 void http_respond_json(struct http_req *req, int status, json_t *body);
@@ -203,8 +227,7 @@ void http_respond_etagged(struct http_req *req, const char *body, size_t len,
 
 /* Answers with bytes as they are; the body is copied. */
 void http_respond_bytes(struct http_req *req, int status,
-                        const char *content_type, const void *body,
-                        size_t len);
+                        const char *content_type, const void *body, size_t len);
 
 /*
  * Answers with an RFC 9457 problem: type "/problems/<slug>", title, status,

@@ -14,7 +14,7 @@
 #include "base/rand.h"
 #include "http/http.h"
 
-#define HTTP_SEGS_MAX 16         /* path segments per route pattern */
+#define HTTP_SEGS_MAX       16   /* path segments per route pattern */
 #define HTTP_CLOSE_GRACE_MS 1000 /* to close idle connections at stop */
 
 struct http_route_compiled {

@@ -251,8 +251,7 @@ json_t *http_req_json(struct http_req *req)
     return v;
 }
 
-void http_set_header(struct http_req *req, const char *name,
-                     const char *value)
+void http_set_header(struct http_req *req, const char *name, const char *value)
 {
     h2o_req_t *h = req->h2o;
     size_t nlen = strlen(name), vlen = strlen(value);
@@ -262,8 +261,7 @@ void http_set_header(struct http_req *req, const char *name,
     for (size_t i = 0; i <= nlen; i++)
         n[i] = (char)tolower((unsigned char)name[i]);
     memcpy(v, value, vlen + 1);
-    h2o_add_header_by_str(&h->pool, &h->res.headers, n, nlen, 1, name, v,
-                          vlen);
+    h2o_add_header_by_str(&h->pool, &h->res.headers, n, nlen, 1, name, v, vlen);
 }
 
 static h2o_generator_t static_generator = {NULL, NULL};
@@ -279,8 +277,8 @@ void http_respond_iovec(struct http_req *req, int status,
     h->res.status = status;
     h->res.reason = http_reason(status);
     if (content_type != NULL)
-        h2o_add_header(&h->pool, &h->res.headers, H2O_TOKEN_CONTENT_TYPE,
-                       NULL, content_type, strlen(content_type));
+        h2o_add_header(&h->pool, &h->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                       content_type, strlen(content_type));
     h->res.content_length = body.len;
     h2o_start_response(h, &static_generator);
     h2o_send(h, &body, body.len > 0 ? 1 : 0, H2O_SEND_STATE_FINAL);
@@ -302,8 +300,7 @@ void http_respond_not_modified(struct http_req *req)
 }
 
 void http_respond_bytes(struct http_req *req, int status,
-                        const char *content_type, const void *body,
-                        size_t len)
+                        const char *content_type, const void *body, size_t len)
 {
     h2o_iovec_t v = h2o_strdup(&req->h2o->pool, body, len);
 
@@ -457,6 +454,6 @@ void http_respond_unavailable(struct http_req *req, int retry_after_s,
 
     snprintf(v, sizeof(v), "%d", retry_after_s);
     http_set_header(req, "Retry-After", v);
-    http_respond_problem(req, 503, "unavailable", "Service unavailable",
-                         "%s", detail);
+    http_respond_problem(req, 503, "unavailable", "Service unavailable", "%s",
+                         detail);
 }

@@ -45,8 +45,7 @@ void http_server_config_from(struct http_server_config *out,
     out->max_body_bytes = (size_t)config_int(cfg, "http.max_body_bytes");
     out->max_header_bytes = (size_t)config_int(cfg, "http.max_header_bytes");
     out->request_timeout_ms = (int)config_int(cfg, "http.request_timeout_ms");
-    out->shutdown_timeout_ms =
-        (int)config_int(cfg, "http.shutdown_timeout_ms");
+    out->shutdown_timeout_ms = (int)config_int(cfg, "http.shutdown_timeout_ms");
     out->access_log = config_bool(cfg, "http.access_log");
 }
 
@@ -63,10 +62,11 @@ static void on_req_dispose(void *p)
         req->async->req = NULL;
     json_decref(req->json);
     if (t->server->cfg.access_log && log_enabled(LOG_DEBUG))
-        log_debug("http", "request method=%.*s path=%s status=%d ms=%llu "
+        log_debug("http",
+                  "request method=%.*s path=%s status=%d ms=%llu "
                   "id=%s",
-                  (int)req->h2o->method.len, req->h2o->method.base,
-                  req->path, req->status,
+                  (int)req->h2o->method.len, req->h2o->method.base, req->path,
+                  req->status,
                   (unsigned long long)(h2o_now(t->ctx.loop) -
                                        (uint64_t)req->start_ms),
                   req->request_id);
@@ -88,8 +88,8 @@ static bool request_id_ok(h2o_iovec_t v)
 static void set_request_id(struct http_req *req)
 {
     h2o_req_t *h = req->h2o;
-    ssize_t i = h2o_find_header_by_str(&h->headers, H2O_STRLIT("x-request-id"),
-                                       -1);
+    ssize_t i =
+        h2o_find_header_by_str(&h->headers, H2O_STRLIT("x-request-id"), -1);
 
     if (i >= 0 && request_id_ok(h->headers.entries[i].value)) {
         h2o_iovec_t v = h->headers.entries[i].value;
@@ -99,9 +99,9 @@ static void set_request_id(struct http_req *req)
         snprintf(req->request_id, sizeof(req->request_id), "%016llx",
                  (unsigned long long)rand_next(&req->thread->rng));
     }
-    h2o_add_header_by_str(&h->pool, &h->res.headers,
-                          H2O_STRLIT("x-request-id"), 0, "X-Request-Id",
-                          req->request_id, strlen(req->request_id));
+    h2o_add_header_by_str(&h->pool, &h->res.headers, H2O_STRLIT("x-request-id"),
+                          0, "X-Request-Id", req->request_id,
+                          strlen(req->request_id));
 }
 
 static bool method_is(const struct http_route_compiled *r, h2o_iovec_t m)
@@ -235,9 +235,8 @@ static void on_async_messages(h2o_multithread_receiver_t *receiver,
 {
     (void)receiver;
     while (!h2o_linklist_is_empty(messages)) {
-        h2o_multithread_message_t *m =
-            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link,
-                                   messages->next);
+        h2o_multithread_message_t *m = H2O_STRUCT_FROM_MEMBER(
+            h2o_multithread_message_t, link, messages->next);
         struct http_async *a = (struct http_async *)m;
         struct http_req *req = a->req;
 
@@ -306,8 +305,8 @@ static void on_accept(h2o_socket_t *listener, const char *err)
             t->accept_paused = true;
             return;
         }
-        int fd = accept4(t->listen_fd, NULL, NULL,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int fd =
+            accept4(t->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
                 errno != ECONNABORTED)
@@ -349,8 +348,8 @@ static int listen_on(const char *host, int port, int *out_fd)
 out_close:
     close(fd);
 out_errno:
-    log_error("http", "listen_failed host=%s port=%d errno=%d (%s)", host,
-              port, errno, strerror(errno));
+    log_error("http", "listen_failed host=%s port=%d errno=%d (%s)", host, port,
+              errno, strerror(errno));
     freeaddrinfo(ai);
     return ERR_SYS;
 }
@@ -380,8 +379,8 @@ static void on_stop_message(h2o_multithread_receiver_t *receiver,
     if (t->stopping)
         return;
     t->stopping = true;
-    t->deadline_ms = h2o_now(t->ctx.loop) +
-                     (uint64_t)t->server->cfg.shutdown_timeout_ms;
+    t->deadline_ms =
+        h2o_now(t->ctx.loop) + (uint64_t)t->server->cfg.shutdown_timeout_ms;
     h2o_socket_read_stop(t->listener);
     h2o_socket_close(t->listener);
     t->listener = NULL;
@@ -411,8 +410,8 @@ static void run_loop(struct http_thread *t)
     while (t->inflight > 0 && h2o_now(loop) < t->deadline_ms)
         h2o_evloop_run(loop, HTTP_STOP_POLL_MS);
     if (t->inflight > 0) {
-        log_warn("http", "shutdown_deadline thread=%d cut_off=%llu",
-                 t->index, (unsigned long long)t->inflight);
+        log_warn("http", "shutdown_deadline thread=%d cut_off=%llu", t->index,
+                 (unsigned long long)t->inflight);
         atomic_fetch_add(&t->server->cut_off, (int)t->inflight);
     }
     close_remaining_conns(t);
@@ -529,9 +528,9 @@ static void problem_do_send(h2o_ostream_t *self, h2o_req_t *req,
     char type[64];
     snprintf(type, sizeof(type), "/problems/%s",
              slug_for_status(req->res.status));
-    json_t *doc = json_pack("{s:s, s:s, s:i, s:s}", "type", type, "title",
-                            req->res.reason, "status", req->res.status,
-                            "detail", detail);
+    json_t *doc =
+        json_pack("{s:s, s:s, s:i, s:s}", "type", type, "title",
+                  req->res.reason, "status", req->res.status, "detail", detail);
     char *text = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
     h2o_iovec_t body = h2o_strdup(&req->pool, text, strlen(text));
@@ -582,8 +581,8 @@ static void configure_h2o(struct http_server *s)
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     h2o_handler_t *handler = h2o_create_handler(path, sizeof(*handler));
     handler->on_req = on_req;
-    h2o_filter_t *filter = h2o_create_filter(&host->fallback_path,
-                                             sizeof(*filter));
+    h2o_filter_t *filter =
+        h2o_create_filter(&host->fallback_path, sizeof(*filter));
     filter->on_setup_ostream = problem_setup_ostream;
 }
 
@@ -601,8 +600,8 @@ int http_server_create(const struct http_server_config *cfg,
     if (s == NULL)
         return ERR_NOMEM;
     s->cfg = *cfg;
-    s->nthreads = cfg->threads > 0 ? cfg->threads
-                                   : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    s->nthreads =
+        cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (s->nthreads < 1)
         s->nthreads = 1;
     if (s->nthreads > HTTP_THREADS_MAX)

@@ -438,8 +438,8 @@ static void store_run_batch(struct store *s, struct store_write *batch,
     if (rc == ERR_OK) {
         counter_add(&s->stats.commits, 1);
     } else {
-        log_error("store", "batch failed path=\"%s\" jobs=%zu err=%s",
-                  s->path, n, err_name(rc));
+        log_error("store", "batch failed path=\"%s\" jobs=%zu err=%s", s->path,
+                  n, err_name(rc));
     }
 
     /* Read next first: done() may free the job or submit it again. */
@@ -693,8 +693,8 @@ int store_open(const struct store_config *cfg,
         goto out_close_writer;
 
     atomic_store(&s->ready, true);
-    log_info("store", "open path=\"%s\" backend=%s schema_version=%d",
-             s->path, ops->name, s->schema_version);
+    log_info("store", "open path=\"%s\" backend=%s schema_version=%d", s->path,
+             ops->name, s->schema_version);
     *out = s;
     return ERR_OK;
 

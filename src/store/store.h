@@ -33,7 +33,7 @@ struct store_stmt;
 /* Named limits. */
 #define STORE_BATCH_MAX_DEFAULT 256  /* jobs per group commit */
 #define STORE_QUEUE_MAX_DEFAULT 4096 /* queued write jobs before ERR_FULL */
-#define STORE_STMT_CACHE_MAX 64      /* cached statements per connection */
+#define STORE_STMT_CACHE_MAX    64   /* cached statements per connection */
 
 struct store_config {
     const char *backend;     /* "sqlite" (NULL means "sqlite") */
@@ -161,12 +161,12 @@ int store_write_sync(struct store *s, int (*apply)(struct store_conn *, void *),
                      void *arg);
 
 struct store_stats {
-    uint64_t commits;       /* batches committed */
-    uint64_t writes;        /* jobs whose apply() ran */
-    uint64_t write_errors;  /* jobs whose apply() failed */
-    uint64_t busy_retries;  /* BEGIN retried after ERR_BUSY */
+    uint64_t commits;      /* batches committed */
+    uint64_t writes;       /* jobs whose apply() ran */
+    uint64_t write_errors; /* jobs whose apply() failed */
+    uint64_t busy_retries; /* BEGIN retried after ERR_BUSY */
     uint64_t batch_max_seen;
-    uint64_t queue_full;    /* submits refused with ERR_FULL */
+    uint64_t queue_full; /* submits refused with ERR_FULL */
 };
 
 /* A consistent-enough snapshot of the writer's counters (relaxed reads). */

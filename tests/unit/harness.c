@@ -39,5 +39,7 @@ int harness_run(const struct harness_test *tests, size_t n)
         fflush(stdout);
     }
     printf("%zu passed, %zu failed\n", passed, failed);
+    /* A sanitizer may end the process at exit: the summary must be out. */
+    fflush(stdout);
     return failed == 0 ? 0 : 1;
 }

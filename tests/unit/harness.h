@@ -25,37 +25,40 @@ int harness_run(const struct harness_test *tests, size_t n);
 
 #define TEST(name) static void name(void)
 
-#define CHECK(cond)                                             \
-    do {                                                        \
-        if (!(cond))                                            \
-            harness_fail(__FILE__, __LINE__, "CHECK(%s)", #cond); \
+#define CHECK(cond)                                                            \
+    do {                                                                       \
+        if (!(cond))                                                           \
+            harness_fail(__FILE__, __LINE__, "CHECK(%s)", #cond);              \
     } while (0)
 
-#define CHECK_INT(a, b)                                                  \
-    do {                                                                 \
-        long long check_a_ = (long long)(a), check_b_ = (long long)(b);  \
-        if (check_a_ != check_b_)                                        \
-            harness_fail(__FILE__, __LINE__, "%s == %s: %lld != %lld",   \
-                         #a, #b, check_a_, check_b_);                    \
+#define CHECK_INT(a, b)                                                        \
+    do {                                                                       \
+        long long check_a_ = (long long)(a), check_b_ = (long long)(b);        \
+        if (check_a_ != check_b_)                                              \
+            harness_fail(__FILE__, __LINE__, "%s == %s: %lld != %lld", #a, #b, \
+                         check_a_, check_b_);                                  \
     } while (0)
 
-#define CHECK_STR(a, b)                                                  \
-    do {                                                                 \
-        const char *check_a_ = (a), *check_b_ = (b);                     \
-        if (check_a_ == NULL || check_b_ == NULL ||                      \
-            strcmp(check_a_, check_b_) != 0)                             \
-            harness_fail(__FILE__, __LINE__, "%s == %s: \"%s\" != \"%s\"", \
-                         #a, #b, check_a_ ? check_a_ : "(null)",         \
-                         check_b_ ? check_b_ : "(null)");                \
+#define CHECK_STR(a, b)                                                        \
+    do {                                                                       \
+        const char *check_a_ = (a), *check_b_ = (b);                           \
+        if (check_a_ == NULL || check_b_ == NULL ||                            \
+            strcmp(check_a_, check_b_) != 0)                                   \
+            harness_fail(__FILE__, __LINE__, "%s == %s: \"%s\" != \"%s\"", #a, \
+                         #b, check_a_ ? check_a_ : "(null)",                   \
+                         check_b_ ? check_b_ : "(null)");                      \
     } while (0)
 
-#define HARNESS_MAIN(...)                                              \
-    int main(void)                                                     \
-    {                                                                  \
-        static const struct harness_test tests[] = {__VA_ARGS__};      \
-        return harness_run(tests, sizeof(tests) / sizeof(tests[0]));   \
+#define HARNESS_MAIN(...)                                                      \
+    int main(void)                                                             \
+    {                                                                          \
+        static const struct harness_test tests[] = {__VA_ARGS__};              \
+        return harness_run(tests, sizeof(tests) / sizeof(tests[0]));           \
     }
 
-#define T(fn) {#fn, fn}
+#define T(fn)                                                                  \
+    {                                                                          \
+#fn, fn                                                                \
+    }
 
 #endif

@@ -14,7 +14,7 @@
 #define DAY_MS (86400LL * 1000)
 
 /* 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, in seconds. */
-#define YEAR_1_S (-62135596800LL)
+#define YEAR_1_S        (-62135596800LL)
 #define YEAR_9999_END_S 253402300799LL
 /* 2100-01-01T00:00:00Z in seconds. */
 #define YEAR_2100_S 4102444800LL
@@ -28,10 +28,9 @@ static void oracle_format(int64_t wall_ms, char out[CLOCK_RFC3339_LEN])
 
     CHECK(gmtime_r(&t, &tm) != NULL);
     /* Not strftime: glibc's %Y does not pad years before 1000. */
-    CHECK_INT(snprintf(out, CLOCK_RFC3339_LEN,
-                       "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900,
-                       tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                       tm.tm_sec),
+    CHECK_INT(snprintf(out, CLOCK_RFC3339_LEN, "%04d-%02d-%02dT%02d:%02d:%02dZ",
+                       tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                       tm.tm_min, tm.tm_sec),
               CLOCK_RFC3339_LEN - 1);
 }
 
@@ -41,8 +40,7 @@ static int64_t parse_ok(const char *s)
     int rc = clock_parse_rfc3339(s, &ms);
 
     if (rc != ERR_OK)
-        harness_fail(__FILE__, __LINE__, "refused \"%s\": %s", s,
-                     err_name(rc));
+        harness_fail(__FILE__, __LINE__, "refused \"%s\": %s", s, err_name(rc));
     return ms;
 }
 
@@ -189,8 +187,7 @@ TEST(clock_parse_fractions)
     CHECK_INT(parse_ok("2026-12-03T18:30:00.000Z"), base);
     /* Digits past milliseconds are dropped, not rounded. */
     CHECK_INT(parse_ok("2026-12-03T18:30:00.9999999Z"), base + 999);
-    CHECK_INT(parse_ok("2026-12-03T18:30:00.123456789012345678Z"),
-              base + 123);
+    CHECK_INT(parse_ok("2026-12-03T18:30:00.123456789012345678Z"), base + 123);
     CHECK_INT(parse_ok("2026-12-04T00:00:00.250+05:30"), base + 250);
 }
 
@@ -271,8 +268,9 @@ TEST(clock_round_trip_with_offsets)
 
     rand_seed(&r, 11);
     for (int i = 0; i < 20000; i++) {
-        int64_t ms = (int64_t)(rand_below(&r, (uint64_t)YEAR_2100_S - 86400)
-                               + 86400) * 1000;
+        int64_t ms =
+            (int64_t)(rand_below(&r, (uint64_t)YEAR_2100_S - 86400) + 86400) *
+            1000;
         int offset_min = (int)rand_below(&r, 2 * 1440 - 1) - 1439;
         int abs_min = offset_min < 0 ? -offset_min : offset_min;
 
@@ -314,9 +312,8 @@ TEST(clock_days_from_civil_matches_gmtime)
         struct tm tm;
 
         CHECK(gmtime_r(&t, &tm) != NULL);
-        int64_t got = clock_days_from_civil(tm.tm_year + 1900LL,
-                                            (unsigned)tm.tm_mon + 1,
-                                            (unsigned)tm.tm_mday);
+        int64_t got = clock_days_from_civil(
+            tm.tm_year + 1900LL, (unsigned)tm.tm_mon + 1, (unsigned)tm.tm_mday);
         if (got != days)
             harness_fail(__FILE__, __LINE__, "%04d-%02d-%02d: %lld != %lld",
                          tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
@@ -345,10 +342,22 @@ TEST(clock_parse_date_valid)
 TEST(clock_parse_date_rejects)
 {
     static const char *const bad[] = {
-        "",           "2026-12",     "2026-12-3",   "2026-12-03 ",
-        "2026-12-03Z", "2026-12-031", "2026-02-30", "2023-02-29",
-        "2100-02-29", "2026-04-31",  "2026-13-01", "2026-00-01",
-        "2026-01-00", "2026-1-003",  "2026/12/03", "20x6-12-03",
+        "",
+        "2026-12",
+        "2026-12-3",
+        "2026-12-03 ",
+        "2026-12-03Z",
+        "2026-12-031",
+        "2026-02-30",
+        "2023-02-29",
+        "2100-02-29",
+        "2026-04-31",
+        "2026-13-01",
+        "2026-00-01",
+        "2026-01-00",
+        "2026-1-003",
+        "2026/12/03",
+        "20x6-12-03",
         "2026-12-03T00:00:00Z",
     };
 
@@ -386,6 +395,6 @@ HARNESS_MAIN(T(clock_manual_moves_only_when_advanced),
              T(clock_parse_rejects), T(clock_round_trip_random_instants),
              T(clock_round_trip_with_offsets),
              T(clock_days_from_civil_known_values),
-             T(clock_days_from_civil_matches_gmtime),
-             T(clock_parse_date_valid), T(clock_parse_date_rejects),
+             T(clock_days_from_civil_matches_gmtime), T(clock_parse_date_valid),
+             T(clock_parse_date_rejects),
              T(clock_parse_date_agrees_with_rfc3339))

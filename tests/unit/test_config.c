@@ -26,9 +26,9 @@ static const struct config_key keys[] = {
 
 /* Every variable the table above reads, plus the file's. */
 static const char *const env_names[] = {
-    "MARQUEE_HTTP_PORT", "MARQUEE_HTTP_HOST", "MARQUEE_DB_PATH",
-    "MARQUEE_HOLD_TTL_S", "MARQUEE_DEBUG", "MARQUEE_OFFSET",
-    "MARQUEE_BIG", "MARQUEE_CONFIG",
+    "MARQUEE_HTTP_PORT",  "MARQUEE_HTTP_HOST", "MARQUEE_DB_PATH",
+    "MARQUEE_HOLD_TTL_S", "MARQUEE_DEBUG",     "MARQUEE_OFFSET",
+    "MARQUEE_BIG",        "MARQUEE_CONFIG",
 };
 
 static void env_clear(void)
@@ -44,12 +44,12 @@ static void cfg_open(struct config *cfg)
     CHECK_INT(config_init(cfg, keys, NKEYS), ERR_OK);
 }
 
-#define CHECK_HAS(hay, needle)                                              \
-    do {                                                                    \
-        const char *check_h_ = (hay), *check_n_ = (needle);                 \
-        if (strstr(check_h_, check_n_) == NULL)                             \
-            harness_fail(__FILE__, __LINE__, "\"%s\" lacks \"%s\"",         \
-                         check_h_, check_n_);                               \
+#define CHECK_HAS(hay, needle)                                                 \
+    do {                                                                       \
+        const char *check_h_ = (hay), *check_n_ = (needle);                    \
+        if (strstr(check_h_, check_n_) == NULL)                                \
+            harness_fail(__FILE__, __LINE__, "\"%s\" lacks \"%s\"", check_h_,  \
+                         check_n_);                                            \
     } while (0)
 
 static char conf_path[64];
@@ -69,7 +69,7 @@ static const char *conf_write(const char *text)
 
 /* Holds a writable copy of an argument list, as main() would get it. */
 #define ARGS_MAX 8
-#define ARG_LEN 256
+#define ARG_LEN  256
 static char arg_store[ARGS_MAX][ARG_LEN];
 static char *arg_list[ARGS_MAX + 1];
 
@@ -85,9 +85,9 @@ static int load_args(struct config *cfg, const char *const *args, int argc)
     return config_load(cfg, argc, arg_list, 1);
 }
 
-#define LOAD(cfg, ...)                                                      \
-    load_args(cfg, (const char *const[]){"marquee", __VA_ARGS__},          \
-              (int)(sizeof((const char *const[]){"marquee", __VA_ARGS__}) / \
+#define LOAD(cfg, ...)                                                         \
+    load_args(cfg, (const char *const[]){"marquee", __VA_ARGS__},              \
+              (int)(sizeof((const char *const[]){"marquee", __VA_ARGS__}) /    \
                     sizeof(const char *)))
 
 static const char *source_of(const struct config *cfg, const char *key)
@@ -294,11 +294,9 @@ TEST(config_int_full_64_bit_range)
     struct config cfg;
 
     cfg_open(&cfg);
-    CHECK_INT(config_set(&cfg, "big", "9223372036854775807", "test"),
-              ERR_OK);
+    CHECK_INT(config_set(&cfg, "big", "9223372036854775807", "test"), ERR_OK);
     CHECK(config_int(&cfg, "big") == INT64_MAX);
-    CHECK_INT(config_set(&cfg, "big", "-9223372036854775808", "test"),
-              ERR_OK);
+    CHECK_INT(config_set(&cfg, "big", "-9223372036854775808", "test"), ERR_OK);
     CHECK(config_int(&cfg, "big") == INT64_MIN);
     /* One past either end overflows and is refused, not clamped. */
     CHECK_INT(config_set(&cfg, "big", "9223372036854775808", "test"),
@@ -313,8 +311,17 @@ TEST(config_int_full_64_bit_range)
 TEST(config_bad_int_refused)
 {
     static const char *const bad[] = {
-        "",    "abc", "80x", "8 0",  "80 ", "0x50", "1e3", "-", "8.0",
-        "99999999999999999999", "-99999999999999999999",
+        "",
+        "abc",
+        "80x",
+        "8 0",
+        "80 ",
+        "0x50",
+        "1e3",
+        "-",
+        "8.0",
+        "99999999999999999999",
+        "-99999999999999999999",
     };
     struct config cfg;
     char want[128];
@@ -619,17 +626,13 @@ HARNESS_MAIN(T(config_defaults_applied), T(config_bad_default_refused),
              T(config_file_line_without_equals_refused),
              T(config_file_line_too_long_refused),
              T(config_file_missing_names_path),
-             T(config_int_range_is_inclusive),
-             T(config_int_full_64_bit_range), T(config_bad_int_refused),
-             T(config_bool_values), T(config_value_length_limit),
-             T(config_unknown_key_set_refused),
-             T(config_env_overrides_defaults),
-             T(config_env_bad_value_refused),
-             T(config_precedence_default_file_env_flag),
-             T(config_flag_forms), T(config_bare_bool_flag_means_true),
-             T(config_later_flag_wins),
+             T(config_int_range_is_inclusive), T(config_int_full_64_bit_range),
+             T(config_bad_int_refused), T(config_bool_values),
+             T(config_value_length_limit), T(config_unknown_key_set_refused),
+             T(config_env_overrides_defaults), T(config_env_bad_value_refused),
+             T(config_precedence_default_file_env_flag), T(config_flag_forms),
+             T(config_bare_bool_flag_means_true), T(config_later_flag_wins),
              T(config_file_from_flag_equals_and_env),
              T(config_flag_unknown_key_refused),
-             T(config_flag_long_key_refused),
-             T(config_flag_bad_value_refused), T(config_flag_shape_errors),
-             T(config_print_help_lists_keys))
+             T(config_flag_long_key_refused), T(config_flag_bad_value_refused),
+             T(config_flag_shape_errors), T(config_print_help_lists_keys))

@@ -80,12 +80,14 @@ TEST(log_level_parse_known_names)
     static const struct {
         const char *name;
         enum log_level level;
-    } names[] = {{"debug", LOG_DEBUG}, {"info", LOG_INFO},
-                 {"warn", LOG_WARN},   {"error", LOG_ERROR},
+    } names[] = {{"debug", LOG_DEBUG},
+                 {"info", LOG_INFO},
+                 {"warn", LOG_WARN},
+                 {"error", LOG_ERROR},
                  {"off", LOG_OFF}};
 
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        enum log_level out = (enum log_level)-1;
+        enum log_level out = (enum log_level) - 1;
 
         CHECK_INT(log_level_parse(names[i].name, &out), ERR_OK);
         CHECK_INT(out, names[i].level);
@@ -94,8 +96,8 @@ TEST(log_level_parse_known_names)
 
 TEST(log_level_parse_rejects_others)
 {
-    static const char *const bad[] = {"", "INFO", "Info", "warning", "inf",
-                                      "debug ", " error", "offf", "3"};
+    static const char *const bad[] = {
+        "", "INFO", "Info", "warning", "inf", "debug ", " error", "offf", "3"};
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         enum log_level out = LOG_ERROR;
@@ -325,9 +327,9 @@ TEST(log_long_line_with_timestamp_is_cut)
  * letter; a reader drains the pipe.  Any interleaving breaks a line's shape.
  */
 #define CONC_THREADS 8
-#define CONC_LINES 2000
-#define CONC_PAD 300
-#define CONC_PREFIX "info conc: line thread="
+#define CONC_LINES   2000
+#define CONC_PAD     300
+#define CONC_PREFIX  "info conc: line thread="
 
 struct conc_reader {
     int fd;
@@ -386,8 +388,7 @@ static bool conc_parse_line(const char **p, int next_seq[CONC_THREADS])
         return false;
     s += strlen(CONC_PREFIX);
     long t = strtol(s, &end, 10);
-    if (end == s || t < 0 || t >= CONC_THREADS ||
-        strncmp(end, " seq=", 5) != 0)
+    if (end == s || t < 0 || t >= CONC_THREADS || strncmp(end, " seq=", 5) != 0)
         return false;
     s = end + 5;
     long seq = strtol(s, &end, 10);
@@ -421,9 +422,9 @@ TEST(log_concurrent_writers_keep_lines_whole)
 
     CHECK_INT(pthread_create(&reader, NULL, conc_read, &r), 0);
     for (int t = 0; t < CONC_THREADS; t++)
-        CHECK_INT(pthread_create(&writers[t], NULL, conc_write,
-                                 (void *)(intptr_t)t),
-                  0);
+        CHECK_INT(
+            pthread_create(&writers[t], NULL, conc_write, (void *)(intptr_t)t),
+            0);
     for (int t = 0; t < CONC_THREADS; t++)
         CHECK_INT(pthread_join(writers[t], NULL), 0);
 
@@ -448,14 +449,12 @@ TEST(log_concurrent_writers_keep_lines_whole)
     log_set_timestamps(true);
 }
 
-HARNESS_MAIN(T(log_level_parse_known_names),
-             T(log_level_parse_rejects_others), T(log_enabled_follows_level),
-             T(log_line_format_per_level),
+HARNESS_MAIN(T(log_level_parse_known_names), T(log_level_parse_rejects_others),
+             T(log_enabled_follows_level), T(log_line_format_per_level),
              T(log_lines_below_level_are_not_written),
              T(log_off_writes_nothing),
              T(log_debug_skips_arguments_when_disabled),
              T(log_timestamp_is_rfc3339_utc), T(log_long_line_is_cut),
-             T(log_line_of_exactly_max_is_whole),
-             T(log_long_subsystem_is_cut),
+             T(log_line_of_exactly_max_is_whole), T(log_long_subsystem_is_cut),
              T(log_long_line_with_timestamp_is_cut),
              T(log_concurrent_writers_keep_lines_whole))

@@ -13,7 +13,7 @@
 #include "base/err.h"
 #include "base/rand.h"
 
-#define DRAWS 1000000
+#define DRAWS   1000000
 #define BUCKETS 10
 
 /*
@@ -36,13 +36,14 @@ TEST(rand_seed_zero_known_state_and_outputs)
 {
     /* splitmix64 from 0, then the first xoshiro256** outputs. */
     static const uint64_t state[4] = {
-        0xe220a8397b1dcdafULL, 0x6e789e6aa1b965f4ULL,
-        0x06c45d188009454fULL, 0xf88bb8a8724c81ecULL,
+        0xe220a8397b1dcdafULL,
+        0x6e789e6aa1b965f4ULL,
+        0x06c45d188009454fULL,
+        0xf88bb8a8724c81ecULL,
     };
     static const uint64_t outputs[] = {
-        0x99ec5f36cb75f2b4ULL, 0xbf6e1f784956452aULL,
-        0x1a5f849d4933e6e0ULL, 0x6aa594f1262d2d2cULL,
-        0xbba5ad4a1f842e59ULL,
+        0x99ec5f36cb75f2b4ULL, 0xbf6e1f784956452aULL, 0x1a5f849d4933e6e0ULL,
+        0x6aa594f1262d2d2cULL, 0xbba5ad4a1f842e59ULL,
     };
     struct rand r;
 
@@ -56,9 +57,8 @@ TEST(rand_seed_zero_known_state_and_outputs)
 TEST(rand_known_outputs_other_seed)
 {
     static const uint64_t outputs[] = {
-        0x8d6cbabc1bf0bccaULL, 0xd4392510c51be3b6ULL,
-        0xcffae65fdc5fbdccULL, 0x94184f0683aff59bULL,
-        0xccdf0043690abd25ULL,
+        0x8d6cbabc1bf0bccaULL, 0xd4392510c51be3b6ULL, 0xcffae65fdc5fbdccULL,
+        0x94184f0683aff59bULL, 0xccdf0043690abd25ULL,
     };
     struct rand r;
 
@@ -247,8 +247,9 @@ TEST(rand_secure_bytes_large_and_empty)
     for (size_t i = 0; i < sizeof(big); i++)
         counts[big[i] % BUCKETS]++;
     /* 256 % 10 leaves six residues one value richer; compare 0..5 alone. */
-    CHECK(chi_square(counts, 6, counts[0] + counts[1] + counts[2] +
-                                    counts[3] + counts[4] + counts[5]) < 60);
+    CHECK(chi_square(counts, 6,
+                     counts[0] + counts[1] + counts[2] + counts[3] + counts[4] +
+                         counts[5]) < 60);
 }
 
 TEST(rand_seed_secure_differs_between_calls)
@@ -261,8 +262,7 @@ TEST(rand_seed_secure_differs_between_calls)
 }
 
 HARNESS_MAIN(T(rand_seed_zero_known_state_and_outputs),
-             T(rand_known_outputs_other_seed),
-             T(rand_same_seed_same_sequence),
+             T(rand_known_outputs_other_seed), T(rand_same_seed_same_sequence),
              T(rand_different_seeds_differ), T(rand_next_varies_every_bit),
              T(rand_below_stays_in_range), T(rand_below_uniform_buckets),
              T(rand_below_has_no_modulo_bias),

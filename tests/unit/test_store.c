@@ -28,9 +28,9 @@
 /* Longest a test waits for another thread before it fails. */
 #define WAIT_MS_MAX 30000
 
-#define SUBMIT_THREADS 8
+#define SUBMIT_THREADS     8
 #define SUBMITS_PER_THREAD 500
-#define SUBMITS_TOTAL (SUBMIT_THREADS * SUBMITS_PER_THREAD)
+#define SUBMITS_TOTAL      (SUBMIT_THREADS * SUBMITS_PER_THREAD)
 
 static const struct store_migration migrations[] = {
     {1, "items",
@@ -257,8 +257,8 @@ static void gate_done(void *arg, int rc)
 /* Submits the gate and returns once the writer is inside it. */
 static void gate_enter(struct gate *g, struct store *s)
 {
-    g->w = (struct store_write){
-        .apply = gate_apply, .done = gate_done, .arg = g};
+    g->w =
+        (struct store_write){.apply = gate_apply, .done = gate_done, .arg = g};
     pthread_mutex_init(&g->lock, NULL);
     pthread_cond_init(&g->cond, NULL);
     g->entered = false;
@@ -786,7 +786,6 @@ TEST(writer_resets_statements_a_job_left_open)
     tmp_db_remove(&t);
 }
 
-
 TEST(writer_failing_job_rolled_back_alone)
 {
     static struct gate gate;
@@ -1048,8 +1047,7 @@ TEST(writer_sync_returns_apply_result)
     CHECK_INT(store_write_sync(s, apply_fails, NULL), ERR_INVALID);
     store_close(s);
     CHECK_INT(raw_count(t.path, "SELECT count(*) FROM items"), 1);
-    CHECK_INT(raw_count(t.path, "SELECT count(*) FROM items WHERE id = 77"),
-              0);
+    CHECK_INT(raw_count(t.path, "SELECT count(*) FROM items WHERE id = 77"), 0);
     tmp_db_remove(&t);
 }
 

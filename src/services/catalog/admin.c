@@ -107,8 +107,8 @@ static json_t *prepare_cinema(json_t *b, struct verrs *e)
     jv_string(b, "address", "address", true, 1, 300, &address, e);
     if (verr_any(e))
         return NULL;
-    return json_pack("{s:I, s:s, s:s}", "city_id", (json_int_t)city_id,
-                     "name", name, "address", address);
+    return json_pack("{s:I, s:s, s:s}", "city_id", (json_int_t)city_id, "name",
+                     name, "address", address);
 }
 
 static json_t *prepare_screen(json_t *b, struct verrs *e)
@@ -132,9 +132,9 @@ static json_t *prepare_screen(json_t *b, struct verrs *e)
 
 static json_t *prepare_movie(json_t *b, struct verrs *e)
 {
-    static const char *const known[] = {"title", "language", "genres",
-                                        "duration_minutes", "certificate",
-                                        "release_date", "synopsis", NULL};
+    static const char *const known[] = {
+        "title",       "language",     "genres",   "duration_minutes",
+        "certificate", "release_date", "synopsis", NULL};
     static const char *const certificates[] = {"U", "UA", "A", "S", NULL};
     const char *title = NULL, *language = NULL, *cert = NULL, *date = NULL;
     const char *synopsis = "";
@@ -157,8 +157,8 @@ static json_t *prepare_movie(json_t *b, struct verrs *e)
             }
             char lower[31];
             for (size_t k = 0; k <= len; k++)
-                lower[k] = (char)tolower(
-                    (unsigned char)json_string_value(g)[k]);
+                lower[k] =
+                    (char)tolower((unsigned char)json_string_value(g)[k]);
             json_array_append_new(norm, json_string(lower));
         }
     }
@@ -172,8 +172,7 @@ static json_t *prepare_movie(json_t *b, struct verrs *e)
             verr_add(e, "certificate", "invalid-format",
                      "certificate must be one of U, UA, A, S");
     }
-    if (jv_string(b, "release_date", "release_date", true, 10, 10, &date,
-                  e) &&
+    if (jv_string(b, "release_date", "release_date", true, 10, 10, &date, e) &&
         clock_parse_date(date, &days) != ERR_OK)
         verr_add(e, "release_date", "invalid-format",
                  "release_date must be a calendar date, YYYY-MM-DD");
@@ -188,8 +187,8 @@ static json_t *prepare_movie(json_t *b, struct verrs *e)
                      date, "synopsis", synopsis);
 }
 
-static bool check_time(json_t *b, const char *key, bool required,
-                       int64_t *out, struct verrs *e)
+static bool check_time(json_t *b, const char *key, bool required, int64_t *out,
+                       struct verrs *e)
 {
     const char *s = NULL;
 
@@ -207,7 +206,7 @@ static bool check_time(json_t *b, const char *key, bool required,
 static json_t *prepare_show(json_t *b, int64_t now_ms, struct verrs *e)
 {
     static const char *const known[] = {"movie_id", "screen_id", "starts_at",
-                                        "ends_at", "prices", "hold_seconds",
+                                        "ends_at",  "prices",    "hold_seconds",
                                         NULL};
     int64_t movie_id = 0, screen_id = 0, starts = 0, ends = 0;
     int64_t hold = CATALOG_HOLD_SECONDS_DEFAULT;
@@ -388,8 +387,8 @@ static int apply_screen(struct catalog_write *w, struct store_conn *c)
              (long long)w->parent_id);
         return ERR_NOTFOUND;
     }
-    char *layout = json_dumps(json_object_get(w->input, "layout"),
-                              JSON_COMPACT);
+    char *layout =
+        json_dumps(json_object_get(w->input, "layout"), JSON_COMPACT);
     if (layout == NULL)
         return ERR_NOMEM;
     if ((rc = store_prepare(c, SQL_INSERT_SCREEN, &st)) != ERR_OK) {
@@ -519,8 +518,9 @@ static int apply_show(struct catalog_write *w, struct store_conn *c)
     if (rc != ERR_OK)
         return rc;
     if (end == 0)
-        end = start + json_integer_value(json_object_get(
-                          movie, "duration_minutes")) * 60000;
+        end = start +
+              json_integer_value(json_object_get(movie, "duration_minutes")) *
+                  60000;
     json_decref(movie);
 
     struct verrs *e = calloc(1, sizeof(*e));
@@ -538,8 +538,7 @@ static int apply_show(struct catalog_write *w, struct store_conn *c)
     int64_t other = find_overlap(c, in_int(w, "screen_id"), start, end);
     if (other != 0) {
         fail(w, 409, "show-overlap",
-             "the screen already has show %lld at that time",
-             (long long)other);
+             "the screen already has show %lld at that time", (long long)other);
         return ERR_CONFLICT;
     }
     char *prices = json_dumps(json_object_get(w->input, "prices"),
@@ -591,8 +590,8 @@ static int apply_cancel(struct catalog_write *w, struct store_conn *c)
     /* Cancelling twice is answered like the first time. */
     if (!cancelled) {
         if (starts <= clock_wall_ms(w->cat->clock)) {
-            fail(w, 409, "show-started",
-                 "show %lld has already started", (long long)w->parent_id);
+            fail(w, 409, "show-started", "show %lld has already started",
+                 (long long)w->parent_id);
             return ERR_CONFLICT;
         }
         if ((rc = store_prepare(c, SQL_CANCEL_SHOW, &st)) != ERR_OK)
@@ -684,18 +683,18 @@ static void answer_write(struct http_req *req, void *arg)
                       verr_to_json(w->errors ? w->errors : &none)));
     } else if (w->status != 0) {
         http_respond_problem(req, w->status, w->code,
-                             w->status == 404 ? "Not found" : "Conflict",
-                             "%s", w->detail);
+                             w->status == 404 ? "Not found" : "Conflict", "%s",
+                             w->detail);
     } else {
         int created = w->op != CATALOG_OP_CANCEL_SHOW;
         json_t *result = json_incref(w->result);
         if (created) {
             static const char *const kinds[] = {"cities", "cinemas", "screens",
-                                                "movies", "shows", "shows"};
+                                                "movies", "shows",   "shows"};
             char location[96];
-            snprintf(location, sizeof(location), "/v1/%s/%lld", kinds[w->op],
-                     (long long)json_integer_value(
-                         json_object_get(result, "id")));
+            snprintf(
+                location, sizeof(location), "/v1/%s/%lld", kinds[w->op],
+                (long long)json_integer_value(json_object_get(result, "id")));
             http_set_header(req, "Location", location);
         }
         http_respond_json(req, created ? 201 : 200, result);
@@ -723,20 +722,19 @@ static void submit(struct http_req *req, struct catalog *cat,
     struct catalog_write *w = catalog_write_prepare(
         cat, op, body, parent_id, clock_wall_ms(cat->clock), &e);
     if (w == NULL) {
-        http_respond_problem_ext(req, 422, "validation-failed",
-                                 "Validation failed",
-                                 "the body has invalid fields",
-                                 json_pack("{s:o}", "errors",
-                                           verr_to_json(&e)));
+        http_respond_problem_ext(
+            req, 422, "validation-failed", "Validation failed",
+            "the body has invalid fields",
+            json_pack("{s:o}", "errors", verr_to_json(&e)));
         return;
     }
     w->w.done = on_write_done;
     w->async = http_req_defer(req);
     int rc = store_submit(cat->store, &w->w);
     if (rc != ERR_OK) {
-        fail(w, 503, "unavailable", rc == ERR_FULL
-                                        ? "too many writes are queued"
-                                        : "the catalog is shutting down");
+        fail(w, 503, "unavailable",
+             rc == ERR_FULL ? "too many writes are queued"
+                            : "the catalog is shutting down");
         http_async_post(w->async, answer_write, w);
     }
 }

@@ -98,8 +98,8 @@ bool catalog_cache_answer(struct catalog_thread *t, struct http_req *req)
     cache_check_version(t);
 
     const char *key = http_req_target(req);
-    for (struct cache_entry *e = t->cache->buckets[key_bucket(key)];
-         e != NULL; e = e->next) {
+    for (struct cache_entry *e = t->cache->buckets[key_bucket(key)]; e != NULL;
+         e = e->next) {
         if (strcmp(e->key, key) == 0) {
             http_respond_etagged(req, e->body, e->len, e->etag,
                                  e->cache_control);

@@ -100,8 +100,9 @@ static int apply_log_level(const struct config *cfg)
     enum log_level level;
 
     if (log_level_parse(config_str(cfg, "log.level"), &level) != ERR_OK) {
-        fprintf(stderr, "config: bad value key=log.level value=\"%s\" "
-                        "reason=\"expected debug, info, warn, error or off\"\n",
+        fprintf(stderr,
+                "config: bad value key=log.level value=\"%s\" "
+                "reason=\"expected debug, info, warn, error or off\"\n",
                 config_str(cfg, "log.level"));
         return ERR_CONFIG;
     }

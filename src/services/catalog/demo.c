@@ -13,12 +13,12 @@
 #include "domain/layout.h"
 #include "services/catalog/internal.h"
 
-#define DEMO_DAYS_MAX 31
+#define DEMO_DAYS_MAX              31
 #define DEMO_ROWS_PER_TEMPLATE_MAX 26
 
 /* Writes one record; returns the id of what was created, or 0. */
-static int64_t demo_write(struct catalog *cat, enum catalog_op op,
-                          json_t *body, int64_t parent_id)
+static int64_t demo_write(struct catalog *cat, enum catalog_op op, json_t *body,
+                          int64_t parent_id)
 {
     struct verrs e = {0};
     struct catalog_write *w = catalog_write_prepare(
@@ -27,9 +27,9 @@ static int64_t demo_write(struct catalog *cat, enum catalog_op op,
 
     json_decref(body);
     if (w == NULL) {
-        log_error("catalog", "demo_invalid op=%d field=%s code=%s detail=\"%s\"",
-                  (int)op, e.items[0].field, e.items[0].code,
-                  e.items[0].detail);
+        log_error("catalog",
+                  "demo_invalid op=%d field=%s code=%s detail=\"%s\"", (int)op,
+                  e.items[0].field, e.items[0].code, e.items[0].detail);
         return 0;
     }
     int rc = store_write_sync(cat->store, catalog_write_apply, w);
@@ -53,8 +53,8 @@ static void expand_rows(json_t *tmpl, json_t *rows)
 
     if (labels == NULL || strlen(labels) != 3 || labels[1] != '-')
         return;
-    for (char r = labels[0]; r <= labels[2] && r - labels[0] <
-                             DEMO_ROWS_PER_TEMPLATE_MAX; r++) {
+    for (char r = labels[0];
+         r <= labels[2] && r - labels[0] < DEMO_ROWS_PER_TEMPLATE_MAX; r++) {
         if (r == 'I' && labels[0] != 'I')
             continue; /* cinemas skip I: it reads like 1 */
         json_t *seats = json_array();
@@ -67,9 +67,9 @@ static void expand_rows(json_t *tmpl, json_t *rows)
                 json_array_append_new(seats, json_integer(n++));
         }
         char label[2] = {r, '\0'};
-        json_t *row = json_pack("{s:s, s:O, s:o}", "label", label, "category",
-                                json_object_get(tmpl, "category"), "seats",
-                                seats);
+        json_t *row =
+            json_pack("{s:s, s:O, s:o}", "label", label, "category",
+                      json_object_get(tmpl, "category"), "seats", seats);
         if (json_object_get(tmpl, "accessible") != NULL)
             json_object_set(row, "accessible",
                             json_object_get(tmpl, "accessible"));
@@ -126,15 +126,15 @@ static void load_shows(struct catalog *cat, json_t *doc, int64_t screen_id,
                 offset_min);
             if (start <= now + 60000)
                 continue;
-            int64_t movie = movie_ids[(size_t)(screen_id + d * 3 + (int64_t)t) %
-                                      nmovies];
+            int64_t movie =
+                movie_ids[(size_t)(screen_id + d * 3 + (int64_t)t) % nmovies];
             char when[CLOCK_RFC3339_LEN];
             clock_format_rfc3339(start, when);
             json_t *body = json_pack(
                 "{s:I, s:I, s:s, s:O, s:O}", "movie_id", (json_int_t)movie,
-                "screen_id", (json_int_t)screen_id, "starts_at", when,
-                "prices", json_object_get(layout_def, "prices"),
-                "hold_seconds", json_object_get(sched, "hold_seconds"));
+                "screen_id", (json_int_t)screen_id, "starts_at", when, "prices",
+                json_object_get(layout_def, "prices"), "hold_seconds",
+                json_object_get(sched, "hold_seconds"));
             if (demo_write(cat, CATALOG_OP_SHOW, body, 0) != 0)
                 n->shows++;
         }
@@ -147,8 +147,8 @@ static void load_city(struct catalog *cat, json_t *doc, json_t *city,
 {
     json_t *layouts = json_object_get(doc, "layouts");
     json_t *body = json_deep_copy(city);
-    int64_t offset = json_integer_value(
-        json_object_get(city, "utc_offset_minutes"));
+    int64_t offset =
+        json_integer_value(json_object_get(city, "utc_offset_minutes"));
 
     json_object_del(body, "cinemas");
     int64_t city_id = demo_write(cat, CATALOG_OP_CITY, body, 0);
@@ -160,8 +160,8 @@ static void load_city(struct catalog *cat, json_t *doc, json_t *city,
         json_t *cin = json_array_get(cinemas, i);
         int64_t cinema_id = demo_write(
             cat, CATALOG_OP_CINEMA,
-            json_pack("{s:I, s:O, s:O}", "city_id", (json_int_t)city_id,
-                      "name", json_object_get(cin, "name"), "address",
+            json_pack("{s:I, s:O, s:O}", "city_id", (json_int_t)city_id, "name",
+                      json_object_get(cin, "name"), "address",
                       json_object_get(cin, "address")),
             0);
         json_t *screens = json_object_get(cin, "screens");
@@ -178,8 +178,7 @@ static void load_city(struct catalog *cat, json_t *doc, json_t *city,
             if (screen_id == 0)
                 continue;
             n->screens++;
-            load_shows(cat, doc, screen_id, def, offset, movie_ids, nmovies,
-                       n);
+            load_shows(cat, doc, screen_id, def, offset, movie_ids, nmovies, n);
         }
     }
 }
@@ -228,8 +227,7 @@ int catalog_demo_load(struct catalog *cat, const char *path)
     }
     json_t *cities = json_object_get(doc, "cities");
     for (size_t i = 0; nmovies > 0 && i < json_array_size(cities); i++)
-        load_city(cat, doc, json_array_get(cities, i), movie_ids, nmovies,
-                  &n);
+        load_city(cat, doc, json_array_get(cities, i), movie_ids, nmovies, &n);
     json_decref(doc);
     log_info("catalog", "demo_loaded movies=%zu screens=%d shows=%d", nmovies,
              n.screens, n.shows);

@@ -19,15 +19,15 @@
 #include "http/http.h"
 #include "store/store.h"
 
-#define CATALOG_PAGE_DEFAULT 20
-#define CATALOG_PAGE_MAX 100
-#define CATALOG_PRICE_MAX 100000000 /* minor units: 1,000,000.00 */
-#define CATALOG_HOLD_SECONDS_MIN 60
-#define CATALOG_HOLD_SECONDS_MAX 1800
+#define CATALOG_PAGE_DEFAULT         20
+#define CATALOG_PAGE_MAX             100
+#define CATALOG_PRICE_MAX            100000000 /* minor units: 1,000,000.00 */
+#define CATALOG_HOLD_SECONDS_MIN     60
+#define CATALOG_HOLD_SECONDS_MAX     1800
 #define CATALOG_HOLD_SECONDS_DEFAULT 480
-#define CATALOG_SHOW_MINUTES_MAX (24 * 60)
-#define CATALOG_CACHE_ENTRIES_MAX 512       /* per thread */
-#define CATALOG_CACHE_BYTES_MAX (8u << 20)  /* per thread */
+#define CATALOG_SHOW_MINUTES_MAX     (24 * 60)
+#define CATALOG_CACHE_ENTRIES_MAX    512        /* per thread */
+#define CATALOG_CACHE_BYTES_MAX      (8u << 20) /* per thread */
 
 /* Cache-Control of public reads: short, so edits show within seconds. */
 #define CATALOG_CACHE_LIST "public, max-age=30, stale-while-revalidate=30"
@@ -103,11 +103,11 @@ struct catalog_write {
     struct http_async *async;
     struct catalog *cat;
     enum catalog_op op;
-    json_t *input;     /* checked body, owned */
-    int64_t parent_id; /* the id in the path, if any */
-    json_t *result;    /* the resource after the write, owned */
+    json_t *input;        /* checked body, owned */
+    int64_t parent_id;    /* the id in the path, if any */
+    json_t *result;       /* the resource after the write, owned */
     struct verrs *errors; /* field errors found by the writer, or NULL */
-    int status;        /* HTTP status of a failure, 0 on success */
+    int status;           /* HTTP status of a failure, 0 on success */
     char code[VERR_CODE_MAX];
     char detail[VERR_DETAIL_MAX];
 };

@@ -10,7 +10,7 @@
 
 /* Shows listed for one movie, city and day at the most. */
 #define CATALOG_DAY_SHOWS_MAX 1000
-#define DAY_MS (86400 * 1000LL)
+#define DAY_MS                (86400 * 1000LL)
 
 static struct catalog_thread *thread_of(struct http_req *req)
 {
@@ -37,8 +37,9 @@ static bool cursor_decode(const char *s, int64_t *out)
         return false;
     for (size_t i = 1; i < n; i++) {
         char c = s[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f'
-                                                     ? c - 'a' + 10 : -1;
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                       : -1;
         if (d < 0)
             return false;
         v = v * 16 + (unsigned)d;
@@ -62,10 +63,9 @@ static bool page_params(struct http_req *req, int64_t *limit, int64_t *after)
         char *end;
         long v = strtol(l, &end, 10);
         if (*l == '\0' || *end != '\0' || v < 1 || v > CATALOG_PAGE_MAX) {
-            http_respond_problem(req, 400, "invalid-query",
-                                 "Invalid query parameter",
-                                 "limit must be an integer from 1 to %d",
-                                 CATALOG_PAGE_MAX);
+            http_respond_problem(
+                req, 400, "invalid-query", "Invalid query parameter",
+                "limit must be an integer from 1 to %d", CATALOG_PAGE_MAX);
             return false;
         }
         *limit = v;
@@ -196,8 +196,7 @@ static bool day_window(struct http_req *req, json_t *city, int64_t now_ms,
     bool bad = false;
     const char *date = http_req_query(req, "date", &bad);
     int64_t offset_ms =
-        json_integer_value(json_object_get(city, "utc_offset_minutes")) *
-        60000;
+        json_integer_value(json_object_get(city, "utc_offset_minutes")) * 60000;
     int64_t days;
 
     if (bad)
@@ -253,8 +252,8 @@ void catalog_list_movies(struct http_req *req, void *app)
     const char *genre = bad ? NULL : http_req_query(req, "genre", &bad);
     if (bad || (city = path_city(req, &city_id)) == NULL)
         return;
-    bool ok = day_window(req, city, clock_wall_ms(t->cat->clock), &start,
-                         &end, NULL);
+    bool ok =
+        day_window(req, city, clock_wall_ms(t->cat->clock), &start, &end, NULL);
     json_decref(city);
     if (!ok)
         return;
@@ -278,7 +277,8 @@ void catalog_get_movie(struct http_req *req, void *app)
     int64_t id;
 
     (void)app;
-    if (catalog_cache_answer(t, req) || !http_req_param_id(req, "movie_id", &id))
+    if (catalog_cache_answer(t, req) ||
+        !http_req_param_id(req, "movie_id", &id))
         return;
     json_t *movie = catalog_movie_get(t->conn, id);
     if (movie == NULL) {
@@ -318,11 +318,10 @@ static json_t *group_by_cinema(struct catalog_thread *t, struct store_stmt *st,
         json_array_append_new(
             shows, json_pack("{s:I, s:o, s:o, s:{s:I, s:s}, s:o}", "id",
                              (json_int_t)store_col_int(st, 1), "starts_at",
-                             catalog_time_json(store_col_int(st, 2)),
-                             "ends_at",
-                             catalog_time_json(store_col_int(st, 3)),
-                             "screen", "id", (json_int_t)store_col_int(st, 4),
-                             "name", store_col_text(st, 5), "prices",
+                             catalog_time_json(store_col_int(st, 2)), "ends_at",
+                             catalog_time_json(store_col_int(st, 3)), "screen",
+                             "id", (json_int_t)store_col_int(st, 4), "name",
+                             store_col_text(st, 5), "prices",
                              prices != NULL ? prices : json_null()));
     }
     store_reset(st);

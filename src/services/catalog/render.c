@@ -44,9 +44,8 @@ json_t *catalog_city_get(struct store_conn *c, int64_t id)
         out = json_pack("{s:I, s:s, s:s, s:I, s:s}", "id",
                         (json_int_t)store_col_int(st, 0), "name",
                         store_col_text(st, 1), "slug", store_col_text(st, 2),
-                        "utc_offset_minutes",
-                        (json_int_t)store_col_int(st, 3), "currency",
-                        store_col_text(st, 4));
+                        "utc_offset_minutes", (json_int_t)store_col_int(st, 3),
+                        "currency", store_col_text(st, 4));
     store_reset(st);
     return out;
 }
@@ -63,11 +62,10 @@ json_t *catalog_cinema_get(struct store_conn *c, int64_t id)
         return NULL;
     store_bind_int(st, 1, id);
     if (store_step(st) == STORE_ROW)
-        out = json_pack("{s:I, s:I, s:s, s:s}", "id",
-                        (json_int_t)store_col_int(st, 0), "city_id",
-                        (json_int_t)store_col_int(st, 1), "name",
-                        store_col_text(st, 2), "address",
-                        store_col_text(st, 3));
+        out = json_pack(
+            "{s:I, s:I, s:s, s:s}", "id", (json_int_t)store_col_int(st, 0),
+            "city_id", (json_int_t)store_col_int(st, 1), "name",
+            store_col_text(st, 2), "address", store_col_text(st, 3));
     store_reset(st);
     return out;
 }
@@ -108,15 +106,14 @@ json_t *catalog_movie_get(struct store_conn *c, int64_t id)
         return NULL;
     store_bind_int(st, 1, id);
     if (store_step(st) == STORE_ROW)
-        out = json_pack("{s:I, s:s, s:s, s:o, s:I, s:s, s:s, s:s}", "id",
-                        (json_int_t)store_col_int(st, 0), "title",
-                        store_col_text(st, 1), "language",
-                        store_col_text(st, 2), "genres",
-                        stored_json(store_col_text(st, 3), "genres", id),
-                        "duration_minutes", (json_int_t)store_col_int(st, 4),
-                        "certificate", store_col_text(st, 5), "release_date",
-                        store_col_text(st, 6), "synopsis",
-                        store_col_text(st, 7));
+        out = json_pack(
+            "{s:I, s:s, s:s, s:o, s:I, s:s, s:s, s:s}", "id",
+            (json_int_t)store_col_int(st, 0), "title", store_col_text(st, 1),
+            "language", store_col_text(st, 2), "genres",
+            stored_json(store_col_text(st, 3), "genres", id),
+            "duration_minutes", (json_int_t)store_col_int(st, 4), "certificate",
+            store_col_text(st, 5), "release_date", store_col_text(st, 6),
+            "synopsis", store_col_text(st, 7));
     store_reset(st);
     return out;
 }
@@ -151,22 +148,21 @@ json_t *catalog_show_get(struct store_conn *c, int64_t id)
         "duration_minutes", (json_int_t)store_col_int(st, 11), "certificate",
         store_col_text(st, 12));
     json_t *cinema = json_pack(
-        "{s:I, s:s, s:s, s:I}", "id", (json_int_t)store_col_int(st, 13),
-        "name", store_col_text(st, 14), "address", store_col_text(st, 15),
-        "city_id", (json_int_t)store_col_int(st, 16));
+        "{s:I, s:s, s:s, s:I}", "id", (json_int_t)store_col_int(st, 13), "name",
+        store_col_text(st, 14), "address", store_col_text(st, 15), "city_id",
+        (json_int_t)store_col_int(st, 16));
     json_t *screen = json_pack(
-        "{s:I, s:s, s:I, s:o}", "id", (json_int_t)store_col_int(st, 18),
-        "name", store_col_text(st, 19), "seat_count",
-        (json_int_t)store_col_int(st, 20), "layout",
-        stored_json(store_col_text(st, 21), "layout", id));
+        "{s:I, s:s, s:I, s:o}", "id", (json_int_t)store_col_int(st, 18), "name",
+        store_col_text(st, 19), "seat_count", (json_int_t)store_col_int(st, 20),
+        "layout", stored_json(store_col_text(st, 21), "layout", id));
     out = json_pack(
         "{s:I, s:s, s:o, s:o, s:o, s:o, s:o, s:s, s:o, s:I, s:I}", "id",
         (json_int_t)store_col_int(st, 0), "status", store_col_text(st, 1),
         "starts_at", catalog_time_json(store_col_int(st, 2)), "ends_at",
         catalog_time_json(store_col_int(st, 3)), "movie", movie, "cinema",
-        cinema, "screen", screen, "currency", store_col_text(st, 17),
-        "prices", stored_json(store_col_text(st, 4), "prices", id),
-        "hold_seconds", (json_int_t)store_col_int(st, 5), "version",
+        cinema, "screen", screen, "currency", store_col_text(st, 17), "prices",
+        stored_json(store_col_text(st, 4), "prices", id), "hold_seconds",
+        (json_int_t)store_col_int(st, 5), "version",
         (json_int_t)store_col_int(st, 7));
     if (!store_col_is_null(st, 6))
         json_object_set_new(out, "cancel_reason",

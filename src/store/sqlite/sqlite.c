@@ -17,7 +17,7 @@
 #include "store/store_int.h"
 
 /* Characters of SQL, and of SQLite's message, quoted in a log line. */
-#define STORE_SQL_LOG_MAX 80
+#define STORE_SQL_LOG_MAX    80
 #define STORE_ERRMSG_LOG_MAX 200
 
 struct sqlite_conn {
@@ -44,13 +44,10 @@ static struct sqlite_stmt *stmt_of(struct store_stmt *st)
 static int sqlite_map(int code)
 {
     switch (code & 0xff) {
-    case SQLITE_CONSTRAINT:
-        return ERR_CONFLICT;
+    case SQLITE_CONSTRAINT: return ERR_CONFLICT;
     case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-        return ERR_BUSY;
-    default:
-        return ERR_DB;
+    case SQLITE_LOCKED: return ERR_BUSY;
+    default: return ERR_DB;
     }
 }
 
@@ -79,8 +76,8 @@ static void sqlite_text_clean(const char *in, char *out, size_t cap)
     out[n] = '\0';
 }
 
-static void sqlite_log_failure(enum log_level level, const char *op,
-                               int code, const char *err, const char *sql)
+static void sqlite_log_failure(enum log_level level, const char *op, int code,
+                               const char *err, const char *sql)
 {
     char msg[STORE_ERRMSG_LOG_MAX + 1];
     char head[STORE_SQL_LOG_MAX + 1];
@@ -119,8 +116,7 @@ static int sqlite_exec_db(sqlite3 *db, const char *sql)
 }
 
 /* Picks the pragma for cfg->synchronous; ERR_CONFIG for other values. */
-static int sqlite_sync_pragma(const struct store_config *cfg,
-                              const char **out)
+static int sqlite_sync_pragma(const struct store_config *cfg, const char **out)
 {
     const char *v = cfg->synchronous;
 
@@ -276,8 +272,8 @@ static int sqlite_prepare(struct store_conn *c, const char *sql,
     sqlite3 *db = conn_db(c);
     sqlite3_stmt *stmt;
     const char *tail;
-    int code = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT,
-                                  &stmt, &tail);
+    int code = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt,
+                                  &tail);
 
     if (code != SQLITE_OK)
         return sqlite_fail(db, code, "prepare", sql);
