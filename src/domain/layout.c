@@ -95,6 +95,7 @@ static json_t *check_seat_list(json_t *row, const char *key,
                                const char *rowpath, const char *label,
                                const bool *present, struct verrs *e)
 {
+    bool listed[LAYOUT_SEAT_NUMBER_MAX + 1] = {false};
     char path[VERR_FIELD_MAX], sub[VERR_FIELD_MAX];
     json_t *list, *out = json_array();
 
@@ -114,6 +115,12 @@ static json_t *check_seat_list(json_t *row, const char *key,
                      (long long)n);
             continue;
         }
+        if (listed[n]) {
+            verr_add(e, sub, "duplicate-seat", "seat %s%lld is listed twice",
+                     label, (long long)n);
+            continue;
+        }
+        listed[n] = true;
         json_array_append_new(out, json_integer(n));
     }
     return out;

@@ -101,6 +101,16 @@ static json_t *member(json_t *obj, const char *key, const char *field,
     return v;
 }
 
+/* Characters of valid UTF-8 (jansson checks it): bytes that start one. */
+static size_t utf8_chars(const char *s)
+{
+    size_t n = 0;
+
+    for (; *s != '\0'; s++)
+        n += ((unsigned char)*s & 0xC0) != 0x80;
+    return n;
+}
+
 bool jv_string(json_t *obj, const char *key, const char *field, bool required,
                size_t min_len, size_t max_len, const char **out,
                struct verrs *e)
@@ -114,21 +124,19 @@ bool jv_string(json_t *obj, const char *key, const char *field, bool required,
                  type_name(v));
         return false;
     }
-    size_t len = json_string_length(v);
+    if (strlen(json_string_value(v)) != json_string_length(v)) {
+        verr_add(e, field, "wrong-type", "%s must not contain NUL", field);
+        return false;
+    }
+    size_t len = utf8_chars(json_string_value(v));
     if (len < min_len) {
-        verr_add(e, field, "too-short",
-                 "%s must have at least %zu "
-                 "characters",
+        verr_add(e, field, "too-short", "%s must have at least %zu characters",
                  field, min_len);
         return false;
     }
     if (len > max_len) {
         verr_add(e, field, "too-long", "%s must have at most %zu characters",
                  field, max_len);
-        return false;
-    }
-    if (strlen(json_string_value(v)) != len) {
-        verr_add(e, field, "wrong-type", "%s must not contain NUL", field);
         return false;
     }
     *out = json_string_value(v);
