@@ -124,7 +124,7 @@ static int parse_ymd(const char *s, int *y, int *m, int *d)
     if (parse_digits(s, 4, y) || s[4] != '-' || parse_digits(s + 5, 2, m) ||
         s[7] != '-' || parse_digits(s + 8, 2, d))
         return ERR_INVALID;
-    if (*y < 1970 || *m < 1 || *m > 12 || *d < 1 || *d > days_in_month(*y, *m))
+    if (*y < 1 || *m < 1 || *m > 12 || *d < 1 || *d > days_in_month(*y, *m))
         return ERR_INVALID;
     return ERR_OK;
 }

@@ -52,9 +52,8 @@ static inline int64_t clock_mono_ms(struct clock *c)
 void clock_format_rfc3339(int64_t wall_ms, char out[CLOCK_RFC3339_LEN]);
 
 /*
- * Parses RFC 3339 ("2026-12-03T18:30:00Z", "...+05:30", optional fraction),
- * years 1970 and later,
- * into milliseconds since the epoch.  Returns ERR_OK or ERR_INVALID.
+ * Parses RFC 3339 ("2026-12-03T18:30:00Z", "...+05:30", optional fraction)
+ * into milliseconds since the epoch (negative before 1970).  Returns ERR_OK or ERR_INVALID.
  */
 int clock_parse_rfc3339(const char *s, int64_t *out_ms);
 

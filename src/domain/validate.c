@@ -130,13 +130,13 @@ bool jv_string(json_t *obj, const char *key, const char *field, bool required,
     }
     size_t len = utf8_chars(json_string_value(v));
     if (len < min_len) {
-        verr_add(e, field, "too-short", "%s must have at least %zu characters",
-                 field, min_len);
+        verr_add(e, field, "too-short", "%s must have at least %zu character%s",
+                 field, min_len, min_len == 1 ? "" : "s");
         return false;
     }
     if (len > max_len) {
-        verr_add(e, field, "too-long", "%s must have at most %zu characters",
-                 field, max_len);
+        verr_add(e, field, "too-long", "%s must have at most %zu character%s",
+                 field, max_len, max_len == 1 ? "" : "s");
         return false;
     }
     *out = json_string_value(v);

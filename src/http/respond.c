@@ -281,7 +281,10 @@ void http_respond_iovec(struct http_req *req, int status,
                        content_type, strlen(content_type));
     h->res.content_length = body.len;
     h2o_start_response(h, &static_generator);
-    h2o_send(h, &body, body.len > 0 ? 1 : 0, H2O_SEND_STATE_FINAL);
+    /* HEAD: the headers of the GET answer, Content-Length included, and
+     * no body (h2o 2.2 would send it). */
+    bool head = h2o_memis(h->method.base, h->method.len, H2O_STRLIT("HEAD"));
+    h2o_send(h, &body, body.len > 0 && !head ? 1 : 0, H2O_SEND_STATE_FINAL);
 }
 
 void http_respond_not_modified(struct http_req *req)

@@ -106,7 +106,7 @@ static void set_request_id(struct http_req *req)
 
 static bool method_is(const struct http_route_compiled *r, h2o_iovec_t m)
 {
-    /* HEAD is served by the GET route; h2o drops the body. */
+    /* HEAD is served by the GET route; the body is left out when sent. */
     if (h2o_memis(m.base, m.len, H2O_STRLIT("HEAD")))
         return strcmp(r->method, "GET") == 0;
     return strlen(r->method) == m.len && memcmp(r->method, m.base, m.len) == 0;

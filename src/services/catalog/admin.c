@@ -51,7 +51,10 @@ static void fail_field(struct catalog_write *w, const char *field,
         w->errors = calloc(1, sizeof(*w->errors));
     if (w->errors != NULL)
         verr_add(w->errors, field, code, "%s", detail);
-    fail(w, 422, code, "%s", detail);
+    if (w->errors != NULL && w->errors->n > 1)
+        fail(w, 422, code, "the body has %zu invalid fields", w->errors->n);
+    else
+        fail(w, 422, code, "%s", detail);
 }
 
 /* --- checking bodies (loop thread, no I/O) ------------------------------ */
@@ -711,16 +714,32 @@ static void on_write_done(void *arg, int rc)
     http_async_post(w->async, answer_write, w);
 }
 
+/*
+ * The common path of every admin write: authentication first (an unknown
+ * caller learns nothing, not even that an id is malformed), then the id in
+ * the path (param, or NULL), then the body.
+ */
 static void submit(struct http_req *req, struct catalog *cat,
-                   enum catalog_op op, int64_t parent_id)
+                   enum catalog_op op, const char *param)
 {
     struct verrs e = {0};
+    int64_t parent_id = 0;
+    size_t len;
     json_t *body;
 
-    if (!admin_allowed(req, cat) || (body = http_req_json(req)) == NULL)
+    if (!admin_allowed(req, cat))
+        return;
+    if (param != NULL && !http_req_param_id(req, param, &parent_id))
+        return;
+    /* Cancelling needs no reason: an empty body stands for {}. */
+    http_req_body(req, &len);
+    if (op == CATALOG_OP_CANCEL_SHOW && len == 0)
+        body = json_object();
+    else if ((body = json_incref(http_req_json(req))) == NULL)
         return;
     struct catalog_write *w = catalog_write_prepare(
         cat, op, body, parent_id, clock_wall_ms(cat->clock), &e);
+    json_decref(body);
     if (w == NULL) {
         http_respond_problem_ext(
             req, 422, "validation-failed", "Validation failed",
@@ -741,36 +760,30 @@ static void submit(struct http_req *req, struct catalog *cat,
 
 void catalog_create_city(struct http_req *req, void *app)
 {
-    submit(req, app, CATALOG_OP_CITY, 0);
+    submit(req, app, CATALOG_OP_CITY, NULL);
 }
 
 void catalog_create_cinema(struct http_req *req, void *app)
 {
-    submit(req, app, CATALOG_OP_CINEMA, 0);
+    submit(req, app, CATALOG_OP_CINEMA, NULL);
 }
 
 void catalog_create_screen(struct http_req *req, void *app)
 {
-    int64_t id;
-
-    if (http_req_param_id(req, "cinema_id", &id))
-        submit(req, app, CATALOG_OP_SCREEN, id);
+    submit(req, app, CATALOG_OP_SCREEN, "cinema_id");
 }
 
 void catalog_create_movie(struct http_req *req, void *app)
 {
-    submit(req, app, CATALOG_OP_MOVIE, 0);
+    submit(req, app, CATALOG_OP_MOVIE, NULL);
 }
 
 void catalog_create_show(struct http_req *req, void *app)
 {
-    submit(req, app, CATALOG_OP_SHOW, 0);
+    submit(req, app, CATALOG_OP_SHOW, NULL);
 }
 
 void catalog_cancel_show(struct http_req *req, void *app)
 {
-    int64_t id;
-
-    if (http_req_param_id(req, "show_id", &id))
-        submit(req, app, CATALOG_OP_CANCEL_SHOW, id);
+    submit(req, app, CATALOG_OP_CANCEL_SHOW, "show_id");
 }

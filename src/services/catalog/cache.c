@@ -4,7 +4,8 @@
  * SQLite's `PRAGMA data_version` changes on a connection whenever another
  * connection (the writer, or another process) commits.  The cache is
  * emptied whenever it changed, so it never serves what the database no
- * longer says; the check costs one cheap statement per request.  Bounded
+ * longer says; the check costs one cheap statement per request.  Answers
+ * that depend on the time of day also age out (CATALOG_CACHE_TTL_MS).  Bounded
  * by entry count and bytes: past either, the cache is emptied and refills.
  */
 #include <stdlib.h>
@@ -20,6 +21,7 @@ struct cache_entry {
     char *body;
     size_t len;
     const char *cache_control; /* a static string */
+    int64_t stored_ms;         /* monotonic */
     char etag[HTTP_ETAG_LEN];
 };
 
@@ -98,9 +100,12 @@ bool catalog_cache_answer(struct catalog_thread *t, struct http_req *req)
     cache_check_version(t);
 
     const char *key = http_req_target(req);
+    int64_t now = clock_mono_ms(t->cat->clock);
     for (struct cache_entry *e = t->cache->buckets[key_bucket(key)]; e != NULL;
          e = e->next) {
         if (strcmp(e->key, key) == 0) {
+            if (now - e->stored_ms > CATALOG_CACHE_TTL_MS)
+                return false; /* refreshed by catalog_cache_respond */
             http_respond_etagged(req, e->body, e->len, e->etag,
                                  e->cache_control);
             return true;
@@ -109,10 +114,30 @@ bool catalog_cache_answer(struct catalog_thread *t, struct http_req *req)
     return false;
 }
 
+/* Unlinks and frees the entry for key, if there is one. */
+static void cache_remove(struct catalog_cache *cc, const char *key)
+{
+    struct cache_entry **p = &cc->buckets[key_bucket(key)];
+
+    for (; *p != NULL; p = &(*p)->next) {
+        struct cache_entry *e = *p;
+        if (strcmp(e->key, key) == 0) {
+            *p = e->next;
+            cc->entries--;
+            cc->bytes -= e->len + strlen(e->key);
+            free(e->key);
+            free(e->body);
+            free(e);
+            return;
+        }
+    }
+}
+
 static void cache_put(struct catalog_cache *cc, const char *key,
                       const char *body, size_t len, const char *etag,
-                      const char *cache_control)
+                      const char *cache_control, int64_t now_ms)
 {
+    cache_remove(cc, key);
     if (cc->entries >= CATALOG_CACHE_ENTRIES_MAX ||
         cc->bytes + len > CATALOG_CACHE_BYTES_MAX)
         cache_clear(cc);
@@ -133,6 +158,7 @@ static void cache_put(struct catalog_cache *cc, const char *key,
     memcpy(e->body, body, len);
     e->len = len;
     e->cache_control = cache_control;
+    e->stored_ms = now_ms;
     memcpy(e->etag, etag, HTTP_ETAG_LEN);
 
     size_t b = key_bucket(key);
@@ -157,7 +183,7 @@ void catalog_cache_respond(struct catalog_thread *t, struct http_req *req,
     http_etag_of(text, len, etag);
     if (t->cat->cache_enabled && t->cache != NULL)
         cache_put(t->cache, http_req_target(req), text, len, etag,
-                  cache_control);
+                  cache_control, clock_mono_ms(t->cat->clock));
     http_respond_etagged(req, text, len, etag, cache_control);
     free(text);
 }

@@ -35,8 +35,11 @@ static const struct config_key catalog_keys[] = {
 
 static const struct http_route catalog_routes[] = {
     {"GET", "/v1/cities", catalog_list_cities},
+    {"GET", "/v1/cities/{city_id}", catalog_get_city},
     {"GET", "/v1/cities/{city_id}/cinemas", catalog_list_cinemas},
     {"GET", "/v1/cities/{city_id}/movies", catalog_list_movies},
+    {"GET", "/v1/cinemas/{cinema_id}", catalog_get_cinema},
+    {"GET", "/v1/screens/{screen_id}", catalog_get_screen},
     {"GET", "/v1/movies/{movie_id}", catalog_get_movie},
     {"GET", "/v1/movies/{movie_id}/shows", catalog_list_movie_shows},
     {"GET", "/v1/shows/{show_id}", catalog_get_show},

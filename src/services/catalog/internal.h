@@ -28,6 +28,9 @@
 #define CATALOG_SHOW_MINUTES_MAX     (24 * 60)
 #define CATALOG_CACHE_ENTRIES_MAX    512        /* per thread */
 #define CATALOG_CACHE_BYTES_MAX      (8u << 20) /* per thread */
+/* Answers that depend on "now" (shows from now on, today's date) age even
+ * when nothing is written: a cached answer is served this long at most. */
+#define CATALOG_CACHE_TTL_MS 5000
 
 /* Cache-Control of public reads: short, so edits show within seconds. */
 #define CATALOG_CACHE_LIST "public, max-age=30, stale-while-revalidate=30"
@@ -64,6 +67,9 @@ json_t *catalog_show_get(struct store_conn *c, int64_t id);
 void catalog_list_cities(struct http_req *req, void *app);
 void catalog_list_cinemas(struct http_req *req, void *app);
 void catalog_list_movies(struct http_req *req, void *app);
+void catalog_get_city(struct http_req *req, void *app);
+void catalog_get_cinema(struct http_req *req, void *app);
+void catalog_get_screen(struct http_req *req, void *app);
 void catalog_get_movie(struct http_req *req, void *app);
 void catalog_list_movie_shows(struct http_req *req, void *app);
 void catalog_get_show(struct http_req *req, void *app);

@@ -2,6 +2,7 @@
  * reads.c - the public, cacheable reads of the catalog.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/err.h"
@@ -188,7 +189,9 @@ void catalog_list_cinemas(struct http_req *req, void *app)
 /*
  * The window of a local calendar day in a city: [start, end) in epoch ms,
  * never starting before now (past shows cannot be booked).  Without ?date
- * the window runs from now on.  Answers 400 and returns false if bad.
+ * it is today when date_out is given (a day's listing), else from now on.
+ * date_out gets the day as YYYY-MM-DD.  Answers 400 and returns false if
+ * the date is bad.
  */
 static bool day_window(struct http_req *req, json_t *city, int64_t now_ms,
                        int64_t *start, int64_t *end, char *date_out)
@@ -201,17 +204,16 @@ static bool day_window(struct http_req *req, json_t *city, int64_t now_ms,
 
     if (bad)
         return false;
-    if (date == NULL) {
+    if (date == NULL && date_out == NULL) {
         *start = now_ms;
         *end = INT64_MAX;
-        if (date_out != NULL) {
-            char buf[CLOCK_RFC3339_LEN];
-            clock_format_rfc3339(now_ms + offset_ms, buf);
-            snprintf(date_out, 11, "%.10s", buf);
-        }
         return true;
     }
-    if (clock_parse_date(date, &days) != ERR_OK) {
+    if (date == NULL) {
+        /* A day's listing without a date is today's, in the city. */
+        int64_t local = now_ms + offset_ms;
+        days = (local >= 0 ? local : local - DAY_MS + 1) / DAY_MS;
+    } else if (clock_parse_date(date, &days) != ERR_OK) {
         http_respond_problem(req, 400, "invalid-query",
                              "Invalid query parameter",
                              "date must be a calendar date, YYYY-MM-DD");
@@ -221,8 +223,11 @@ static bool day_window(struct http_req *req, json_t *city, int64_t now_ms,
     *end = *start + DAY_MS;
     if (*start < now_ms)
         *start = now_ms;
-    if (date_out != NULL)
-        snprintf(date_out, 11, "%s", date);
+    if (date_out != NULL) {
+        char buf[CLOCK_RFC3339_LEN];
+        clock_format_rfc3339(days * DAY_MS, buf);
+        snprintf(date_out, 11, "%.10s", buf);
+    }
     return true;
 }
 
@@ -271,22 +276,46 @@ void catalog_list_movies(struct http_req *req, void *app)
     answer_list(req, st, 6, after, limit, catalog_movie_get);
 }
 
-void catalog_get_movie(struct http_req *req, void *app)
+/* GET of one resource by the id in the path, through the cache. */
+static void get_one(struct http_req *req, const char *param, const char *what,
+                    json_t *(*get)(struct store_conn *, int64_t))
 {
     struct catalog_thread *t = thread_of(req);
     int64_t id;
 
-    (void)app;
-    if (catalog_cache_answer(t, req) ||
-        !http_req_param_id(req, "movie_id", &id))
+    if (catalog_cache_answer(t, req) || !http_req_param_id(req, param, &id))
         return;
-    json_t *movie = catalog_movie_get(t->conn, id);
-    if (movie == NULL) {
+    json_t *item = get(t->conn, id);
+    if (item == NULL) {
         http_respond_problem(req, 404, "not-found", "Not found",
-                             "there is no movie %lld", (long long)id);
+                             "there is no %s %lld", what, (long long)id);
         return;
     }
-    catalog_cache_respond(t, req, movie, CATALOG_CACHE_ITEM);
+    catalog_cache_respond(t, req, item, CATALOG_CACHE_ITEM);
+}
+
+void catalog_get_city(struct http_req *req, void *app)
+{
+    (void)app;
+    get_one(req, "city_id", "city", catalog_city_get);
+}
+
+void catalog_get_cinema(struct http_req *req, void *app)
+{
+    (void)app;
+    get_one(req, "cinema_id", "cinema", catalog_cinema_get);
+}
+
+void catalog_get_screen(struct http_req *req, void *app)
+{
+    (void)app;
+    get_one(req, "screen_id", "screen", catalog_screen_get);
+}
+
+void catalog_get_movie(struct http_req *req, void *app)
+{
+    (void)app;
+    get_one(req, "movie_id", "movie", catalog_movie_get);
 }
 
 static const char SQL_MOVIE_SHOWS[] =
@@ -345,8 +374,9 @@ void catalog_list_movie_shows(struct http_req *req, void *app)
     const char *city_s = http_req_query(req, "city", &bad);
     if (bad)
         return;
-    if (city_s == NULL || sscanf(city_s, "%lld", (long long *)&city_id) != 1 ||
-        city_id < 1) {
+    char *rest = NULL;
+    city_id = city_s != NULL ? strtoll(city_s, &rest, 10) : 0;
+    if (city_s == NULL || rest == city_s || *rest != '\0' || city_id < 1) {
         http_respond_problem(req, 400, "invalid-query",
                              "Invalid query parameter",
                              "city is required: the id of a city");
@@ -394,17 +424,6 @@ void catalog_list_movie_shows(struct http_req *req, void *app)
 
 void catalog_get_show(struct http_req *req, void *app)
 {
-    struct catalog_thread *t = thread_of(req);
-    int64_t id;
-
     (void)app;
-    if (catalog_cache_answer(t, req) || !http_req_param_id(req, "show_id", &id))
-        return;
-    json_t *show = catalog_show_get(t->conn, id);
-    if (show == NULL) {
-        http_respond_problem(req, 404, "not-found", "Not found",
-                             "there is no show %lld", (long long)id);
-        return;
-    }
-    catalog_cache_respond(t, req, show, CATALOG_CACHE_ITEM);
+    get_one(req, "show_id", "show", catalog_show_get);
 }
