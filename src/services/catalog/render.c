@@ -3,6 +3,7 @@
  * functions serve public reads and the answers to admin writes, so both
  * always show a resource the same way.
  */
+#include "base/err.h"
 #include "base/log.h"
 #include "services/catalog/internal.h"
 
@@ -28,94 +29,94 @@ static json_t *stored_json(const char *text, const char *what, int64_t id)
     return v;
 }
 
-static const char SQL_CITY[] =
-    "SELECT id, name, slug, utc_offset_minutes, currency FROM cities "
-    "WHERE id = ?";
-
-json_t *catalog_city_get(struct store_conn *c, int64_t id)
+/* Runs a one-row query by id and builds its JSON; NULL when no row. */
+static json_t *get_by_id(struct store_conn *c, const char *sql, int64_t id,
+                         json_t *(*build)(struct store_stmt *, int64_t))
 {
     struct store_stmt *st;
     json_t *out = NULL;
 
-    if (store_prepare(c, SQL_CITY, &st) != 0)
+    if (store_prepare(c, sql, &st) != ERR_OK)
         return NULL;
     store_bind_int(st, 1, id);
     if (store_step(st) == STORE_ROW)
-        out = json_pack("{s:I, s:s, s:s, s:I, s:s}", "id",
-                        (json_int_t)store_col_int(st, 0), "name",
-                        store_col_text(st, 1), "slug", store_col_text(st, 2),
-                        "utc_offset_minutes", (json_int_t)store_col_int(st, 3),
-                        "currency", store_col_text(st, 4));
+        out = build(st, id);
     store_reset(st);
     return out;
+}
+
+static const char SQL_CITY[] =
+    "SELECT id, name, slug, utc_offset_minutes, currency FROM cities "
+    "WHERE id = ?";
+
+static json_t *city_from_row(struct store_stmt *st, int64_t id)
+{
+    (void)id;
+    return json_pack("{s:I, s:s, s:s, s:I, s:s}", "id",
+                     (json_int_t)store_col_int(st, 0), "name",
+                     store_col_text(st, 1), "slug", store_col_text(st, 2),
+                     "utc_offset_minutes", (json_int_t)store_col_int(st, 3),
+                     "currency", store_col_text(st, 4));
+}
+
+json_t *catalog_city_get(struct store_conn *c, int64_t id)
+{
+    return get_by_id(c, SQL_CITY, id, city_from_row);
 }
 
 static const char SQL_CINEMA[] =
     "SELECT id, city_id, name, address FROM cinemas WHERE id = ?";
 
+static json_t *cinema_from_row(struct store_stmt *st, int64_t id)
+{
+    (void)id;
+    return json_pack("{s:I, s:I, s:s, s:s}", "id",
+                     (json_int_t)store_col_int(st, 0), "city_id",
+                     (json_int_t)store_col_int(st, 1), "name",
+                     store_col_text(st, 2), "address", store_col_text(st, 3));
+}
+
 json_t *catalog_cinema_get(struct store_conn *c, int64_t id)
 {
-    struct store_stmt *st;
-    json_t *out = NULL;
-
-    if (store_prepare(c, SQL_CINEMA, &st) != 0)
-        return NULL;
-    store_bind_int(st, 1, id);
-    if (store_step(st) == STORE_ROW)
-        out = json_pack(
-            "{s:I, s:I, s:s, s:s}", "id", (json_int_t)store_col_int(st, 0),
-            "city_id", (json_int_t)store_col_int(st, 1), "name",
-            store_col_text(st, 2), "address", store_col_text(st, 3));
-    store_reset(st);
-    return out;
+    return get_by_id(c, SQL_CINEMA, id, cinema_from_row);
 }
 
 static const char SQL_SCREEN[] =
     "SELECT id, cinema_id, name, seat_count, layout FROM screens "
     "WHERE id = ?";
 
+static json_t *screen_from_row(struct store_stmt *st, int64_t id)
+{
+    return json_pack(
+        "{s:I, s:I, s:s, s:I, s:o}", "id", (json_int_t)store_col_int(st, 0),
+        "cinema_id", (json_int_t)store_col_int(st, 1), "name",
+        store_col_text(st, 2), "seat_count", (json_int_t)store_col_int(st, 3),
+        "layout", stored_json(store_col_text(st, 4), "layout", id));
+}
+
 json_t *catalog_screen_get(struct store_conn *c, int64_t id)
 {
-    struct store_stmt *st;
-    json_t *out = NULL;
-
-    if (store_prepare(c, SQL_SCREEN, &st) != 0)
-        return NULL;
-    store_bind_int(st, 1, id);
-    if (store_step(st) == STORE_ROW)
-        out = json_pack("{s:I, s:I, s:s, s:I, s:o}", "id",
-                        (json_int_t)store_col_int(st, 0), "cinema_id",
-                        (json_int_t)store_col_int(st, 1), "name",
-                        store_col_text(st, 2), "seat_count",
-                        (json_int_t)store_col_int(st, 3), "layout",
-                        stored_json(store_col_text(st, 4), "layout", id));
-    store_reset(st);
-    return out;
+    return get_by_id(c, SQL_SCREEN, id, screen_from_row);
 }
 
 static const char SQL_MOVIE[] =
     "SELECT id, title, language, genres, duration_minutes, certificate, "
     "release_date, synopsis FROM movies WHERE id = ?";
 
+static json_t *movie_from_row(struct store_stmt *st, int64_t id)
+{
+    return json_pack("{s:I, s:s, s:s, s:o, s:I, s:s, s:s, s:s}", "id",
+                     (json_int_t)store_col_int(st, 0), "title",
+                     store_col_text(st, 1), "language", store_col_text(st, 2),
+                     "genres", stored_json(store_col_text(st, 3), "genres", id),
+                     "duration_minutes", (json_int_t)store_col_int(st, 4),
+                     "certificate", store_col_text(st, 5), "release_date",
+                     store_col_text(st, 6), "synopsis", store_col_text(st, 7));
+}
+
 json_t *catalog_movie_get(struct store_conn *c, int64_t id)
 {
-    struct store_stmt *st;
-    json_t *out = NULL;
-
-    if (store_prepare(c, SQL_MOVIE, &st) != 0)
-        return NULL;
-    store_bind_int(st, 1, id);
-    if (store_step(st) == STORE_ROW)
-        out = json_pack(
-            "{s:I, s:s, s:s, s:o, s:I, s:s, s:s, s:s}", "id",
-            (json_int_t)store_col_int(st, 0), "title", store_col_text(st, 1),
-            "language", store_col_text(st, 2), "genres",
-            stored_json(store_col_text(st, 3), "genres", id),
-            "duration_minutes", (json_int_t)store_col_int(st, 4), "certificate",
-            store_col_text(st, 5), "release_date", store_col_text(st, 6),
-            "synopsis", store_col_text(st, 7));
-    store_reset(st);
-    return out;
+    return get_by_id(c, SQL_MOVIE, id, movie_from_row);
 }
 
 static const char SQL_SHOW[] =
@@ -129,18 +130,9 @@ static const char SQL_SHOW[] =
     "JOIN cinemas c ON c.id = sc.cinema_id "
     "JOIN cities ci ON ci.id = c.city_id WHERE s.id = ?";
 
-json_t *catalog_show_get(struct store_conn *c, int64_t id)
+static json_t *show_from_row(struct store_stmt *st, int64_t id)
 {
-    struct store_stmt *st;
-    json_t *out = NULL;
-
-    if (store_prepare(c, SQL_SHOW, &st) != 0)
-        return NULL;
-    store_bind_int(st, 1, id);
-    if (store_step(st) != STORE_ROW) {
-        store_reset(st);
-        return NULL;
-    }
+    json_t *out;
 
     json_t *movie = json_pack(
         "{s:I, s:s, s:s, s:I, s:s}", "id", (json_int_t)store_col_int(st, 8),
@@ -167,6 +159,10 @@ json_t *catalog_show_get(struct store_conn *c, int64_t id)
     if (!store_col_is_null(st, 6))
         json_object_set_new(out, "cancel_reason",
                             json_string(store_col_text(st, 6)));
-    store_reset(st);
     return out;
+}
+
+json_t *catalog_show_get(struct store_conn *c, int64_t id)
+{
+    return get_by_id(c, SQL_SHOW, id, show_from_row);
 }
