@@ -64,6 +64,9 @@ struct http_server_config {
     /* Per-thread state, made and freed on the loop thread (may be NULL). */
     void *(*thread_start)(void *app, int index);
     void (*thread_stop)(void *app, void *thread_data);
+    /* Called on every loop thread every tick_ms, if set. */
+    void (*tick)(void *app, void *thread_data, int index);
+    int tick_ms;
 };
 
 /*
@@ -150,10 +153,34 @@ void http_server_free(struct http_server *s);
 /* The port actually bound (useful with port 0 in tests). */
 int http_server_port(const struct http_server *s);
 
+/* The number of event-loop threads, fixed once created. */
+int http_server_threads(const struct http_server *s);
+
+/*
+ * Runs fn(thread_data, arg) on event-loop thread `thread` (0 to threads-1);
+ * callable from any thread, never blocks.  This is how work moves to the
+ * thread that owns it.  Returns false, without running fn, once that
+ * thread has stopped taking tasks at shutdown: the caller answers 503.
+ */
+bool http_server_post(struct http_server *s, int thread,
+                      void (*fn)(void *thread_data, void *arg), void *arg);
+
+/*
+ * Marks work in progress outside any request (a database write whose
+ * completion will be posted back), so a graceful shutdown waits for it.
+ * Every hold is matched by one release, from any thread.
+ */
+void http_server_hold(struct http_server *s);
+void http_server_release(struct http_server *s);
+
 /* --- the request ---------------------------------------------------- */
 
 /* Per-thread state from thread_start(). */
 void *http_req_thread_data(struct http_req *req);
+
+/* The server and the index of the loop thread the request arrived on. */
+struct http_server *http_req_server(struct http_req *req);
+int http_req_thread_index(struct http_req *req);
 
 /* Upper-case method, e.g. "GET". */
 const char *http_req_method(struct http_req *req);

@@ -45,6 +45,12 @@ struct http_thread {
     h2o_multithread_queue_t *queue;
     h2o_multithread_receiver_t async_receiver;
     h2o_multithread_receiver_t stop_receiver;
+    h2o_multithread_receiver_t task_receiver;
+    pthread_mutex_t task_lock; /* guards tasks_closed against posters */
+    bool tasks_closed;
+    h2o_timeout_t tick_timeout;
+    h2o_timeout_entry_t tick_entry;
+    bool tick_armed;
     h2o_multithread_message_t stop_message;
     h2o_linklist_t conns;
     size_t nconns, max_conns;
@@ -65,7 +71,10 @@ struct http_server {
     int nthreads;
     int port;
     atomic_bool stop_requested;
-    atomic_int cut_off; /* requests abandoned at the shutdown deadline */
+    atomic_int cut_off; /* set when work was abandoned at the deadline */
+    /* Requests in flight, deferred answers, posted tasks and holds, over
+     * all threads: shutdown waits for it to reach zero. */
+    atomic_long work;
 };
 
 struct http_req {

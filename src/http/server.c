@@ -58,6 +58,7 @@ static void on_req_dispose(void *p)
 
     assert(t->inflight > 0);
     t->inflight--;
+    atomic_fetch_sub(&t->server->work, 1);
     if (req->async != NULL)
         req->async->req = NULL;
     json_decref(req->json);
@@ -138,6 +139,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *h)
     req->thread = t;
     req->start_ms = (int64_t)h2o_now(t->ctx.loop);
     t->inflight++;
+    atomic_fetch_add(&s->work, 1);
     if (t->stopping)
         h->http1_is_persistent = 0;
 
@@ -219,6 +221,7 @@ struct http_async *http_req_defer(struct http_req *req)
     req->deferred = true;
     /* Counted apart from requests: the client may leave before we answer. */
     req->thread->inflight++;
+    atomic_fetch_add(&req->thread->server->work, 1);
     return a;
 }
 
@@ -249,8 +252,86 @@ static void on_async_messages(h2o_multithread_receiver_t *receiver,
         if (req != NULL)
             assert(req->answered && "deferred request left unanswered");
         a->thread->inflight--;
+        atomic_fetch_sub(&a->thread->server->work, 1);
         free(a);
     }
+}
+
+/* --- tasks for another loop thread -------------------------------------- */
+
+struct http_task {
+    h2o_multithread_message_t msg; /* first: received as a message */
+    void (*fn)(void *thread_data, void *arg);
+    void *arg;
+};
+
+bool http_server_post(struct http_server *s, int thread,
+                      void (*fn)(void *thread_data, void *arg), void *arg)
+{
+    struct http_thread *t = &s->threads[thread];
+    struct http_task *task;
+
+    assert(thread >= 0 && thread < s->nthreads);
+    task = calloc(1, sizeof(*task));
+    assert(task != NULL && "out of memory posting a task");
+    task->fn = fn;
+    task->arg = arg;
+    pthread_mutex_lock(&t->task_lock);
+    if (t->tasks_closed) {
+        pthread_mutex_unlock(&t->task_lock);
+        free(task);
+        return false;
+    }
+    atomic_fetch_add(&s->work, 1);
+    h2o_multithread_send_message(&t->task_receiver, &task->msg);
+    pthread_mutex_unlock(&t->task_lock);
+    return true;
+}
+
+static void on_task_messages(h2o_multithread_receiver_t *receiver,
+                             h2o_linklist_t *messages)
+{
+    struct http_thread *t =
+        H2O_STRUCT_FROM_MEMBER(struct http_thread, task_receiver, receiver);
+
+    while (!h2o_linklist_is_empty(messages)) {
+        h2o_multithread_message_t *m = H2O_STRUCT_FROM_MEMBER(
+            h2o_multithread_message_t, link, messages->next);
+        struct http_task *task = (struct http_task *)m;
+
+        h2o_linklist_unlink(&m->link);
+        task->fn(t->data, task->arg);
+        free(task);
+        atomic_fetch_sub(&t->server->work, 1);
+    }
+}
+
+void http_server_hold(struct http_server *s)
+{
+    atomic_fetch_add(&s->work, 1);
+}
+
+void http_server_release(struct http_server *s)
+{
+    long before = (long)atomic_fetch_sub(&s->work, 1);
+
+    assert(before > 0);
+    (void)before;
+}
+
+int http_server_threads(const struct http_server *s)
+{
+    return s->nthreads;
+}
+
+struct http_server *http_req_server(struct http_req *req)
+{
+    return req->thread->server;
+}
+
+int http_req_thread_index(struct http_req *req)
+{
+    return req->thread->index;
 }
 
 /* --- connections ------------------------------------------------------- */
@@ -401,18 +482,32 @@ static void close_remaining_conns(struct http_thread *t)
         h2o_evloop_run(t->ctx.loop, HTTP_STOP_POLL_MS);
 }
 
+/*
+ * Work of one thread may finish on another (a task posted to the owner of
+ * a show, whose answer comes back), so a stopping thread keeps running
+ * until the whole server has no work left, not only itself.  Then it
+ * closes its task queue: a later post is refused and answered 503.
+ */
 static void run_loop(struct http_thread *t)
 {
+    struct http_server *s = t->server;
     h2o_evloop_t *loop = t->ctx.loop;
 
     while (!t->stopping)
         h2o_evloop_run(loop, INT32_MAX);
-    while (t->inflight > 0 && h2o_now(loop) < t->deadline_ms)
+    while (atomic_load(&s->work) > 0 && h2o_now(loop) < t->deadline_ms)
         h2o_evloop_run(loop, HTTP_STOP_POLL_MS);
-    if (t->inflight > 0) {
-        log_warn("http", "shutdown_deadline thread=%d cut_off=%llu", t->index,
-                 (unsigned long long)t->inflight);
-        atomic_fetch_add(&t->server->cut_off, (int)t->inflight);
+
+    pthread_mutex_lock(&t->task_lock);
+    t->tasks_closed = true;
+    pthread_mutex_unlock(&t->task_lock);
+    h2o_evloop_run(loop, 0); /* tasks queued just before the close */
+
+    long left = (long)atomic_load(&s->work);
+    if (left > 0) {
+        log_warn("http", "shutdown_deadline thread=%d work_left=%ld", t->index,
+                 left);
+        atomic_store(&s->cut_off, 1);
     }
     close_remaining_conns(t);
 }
@@ -426,8 +521,15 @@ static void thread_dispose(struct http_thread *t)
         h2o_socket_close(t->listener);
         t->listener = NULL;
     }
+    if (t->tick_armed) {
+        h2o_timeout_unlink(&t->tick_entry);
+        h2o_timeout_dispose(loop, &t->tick_timeout);
+        t->tick_armed = false;
+    }
     h2o_multithread_unregister_receiver(t->queue, &t->async_receiver);
     h2o_multithread_unregister_receiver(t->queue, &t->stop_receiver);
+    h2o_multithread_unregister_receiver(t->queue, &t->task_receiver);
+    pthread_mutex_destroy(&t->task_lock);
     /* h2o 2.2.5's evloop build destroys a queue without freeing it, the
      * context's own queue included: free both here. */
     h2o_multithread_queue_t *ctx_queue = t->ctx.queue;
@@ -441,6 +543,16 @@ static void thread_dispose(struct http_thread *t)
     h2o_evloop_destroy(loop);
 }
 
+static void on_tick(h2o_timeout_entry_t *entry)
+{
+    struct http_thread *t =
+        H2O_STRUCT_FROM_MEMBER(struct http_thread, tick_entry, entry);
+    struct http_server *s = t->server;
+
+    s->cfg.tick(s->cfg.app, t->data, t->index);
+    h2o_timeout_link(t->ctx.loop, &t->tick_timeout, &t->tick_entry);
+}
+
 static void *thread_main(void *arg)
 {
     struct http_thread *t = arg;
@@ -448,6 +560,13 @@ static void *thread_main(void *arg)
 
     if (s->cfg.thread_start != NULL)
         t->data = s->cfg.thread_start(s->cfg.app, t->index);
+    if (s->cfg.tick != NULL && s->cfg.tick_ms > 0) {
+        h2o_timeout_init(t->ctx.loop, &t->tick_timeout,
+                         (uint64_t)s->cfg.tick_ms);
+        t->tick_entry.cb = on_tick;
+        h2o_timeout_link(t->ctx.loop, &t->tick_timeout, &t->tick_entry);
+        t->tick_armed = true;
+    }
     h2o_socket_read_start(t->listener, on_accept);
     run_loop(t);
     if (s->cfg.thread_stop != NULL)
@@ -483,6 +602,9 @@ static void thread_init(struct http_server *s, struct http_thread *t, int i,
                                       on_async_messages);
     h2o_multithread_register_receiver(t->queue, &t->stop_receiver,
                                       on_stop_message);
+    h2o_multithread_register_receiver(t->queue, &t->task_receiver,
+                                      on_task_messages);
+    pthread_mutex_init(&t->task_lock, NULL);
     t->listener = h2o_evloop_socket_create(t->ctx.loop, listen_fd,
                                            H2O_SOCKET_FLAG_DONT_READ);
     t->listener->data = t;
