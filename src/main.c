@@ -5,7 +5,9 @@
 #include <string.h>
 
 #include "http/http.h"
+#include "services/booking/booking.h"
 #include "services/catalog/catalog.h"
+#include "tools/loadgen.h"
 
 struct role {
     const char *name;
@@ -16,6 +18,10 @@ struct role {
 static const struct role roles[] = {
     {"catalog", catalog_main,
      "cities, cinemas, screens, movies, shows and prices"},
+    {"booking", booking_main,
+     "seat inventory of every show, and holds on seats"},
+    {"loadgen", loadgen_main,
+     "open-loop load generator for flash-sale benchmarks"},
 };
 
 static int usage(FILE *out)

@@ -1,0 +1,237 @@
+/*
+ * booking.c - configuration, start-up, routes and threads of the booking
+ * service.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/config.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "services/booking/booking.h"
+#include "services/booking/internal.h"
+
+/* How often each thread expires holds and thread 0 ages idempotency keys. */
+#define BOOKING_IDEM_EXPIRE_EVERY_MS (60 * 1000)
+
+static const struct config_key booking_keys[] = {
+    HTTP_CONFIG_KEYS(8082),
+    {"log.level", CONFIG_STRING, "info", 0, 0,
+     "debug, info, warn, error or off"},
+    {"store.path", CONFIG_STRING, "var/booking.db", 0, 0,
+     "the booking service's SQLite database file"},
+    {"store.synchronous", CONFIG_STRING, "full", 0, 0,
+     "SQLite synchronous setting: full or normal"},
+    {"store.busy_timeout_ms", CONFIG_INT, "5000", 0, 600000,
+     "how long to wait for another process's write lock"},
+    {"booking.catalog_url", CONFIG_STRING, "http://127.0.0.1:8081", 0, 0,
+     "where the catalog answers, to fetch shows"},
+    {"booking.max_seats_per_hold", CONFIG_INT, "10", 1,
+     BOOKING_SEATS_PER_REQUEST_MAX, "seats one hold may have"},
+    {"booking.max_seats_per_customer", CONFIG_INT, "10", 1, 1000,
+     "seats one customer may hold in one show at once"},
+    {"booking.max_extensions", CONFIG_INT, "2", 0, 100,
+     "times a hold may be extended"},
+    {"booking.max_hold_life_s", CONFIG_INT, "1200", 1, 86400,
+     "a hold never lives longer than this from its creation"},
+    {"booking.sweep_ms", CONFIG_INT, "250", 10, 60000,
+     "how often expired holds are ended"},
+};
+
+static const struct http_route booking_routes[] = {
+    {"GET", "/v1/shows/{show_id}/seats", booking_handle_seats},
+    {"POST", "/v1/shows/{show_id}/holds", booking_handle_create_hold},
+    {"GET", "/v1/holds/{hold_id}", booking_handle_get_hold},
+    {"DELETE", "/v1/holds/{hold_id}", booking_handle_release_hold},
+    {"POST", "/v1/holds/{hold_id}/extend", booking_handle_extend_hold},
+    {"POST", "/internal/v1/show-events", booking_handle_show_event},
+};
+
+static bool booking_ready(void *app)
+{
+    struct booking *b = app;
+
+    return store_ready(b->store);
+}
+
+static void *booking_thread_start(void *app, int index)
+{
+    struct booking_thread *t = calloc(1, sizeof(*t));
+
+    if (t == NULL)
+        return NULL;
+    t->b = app;
+    t->index = index;
+    rand_seed_secure(&t->rng);
+    if (store_conn_open(t->b->store, &t->conn) != ERR_OK)
+        log_error("booking", "read_connection_failed thread=%d", index);
+    booking_thread_adopt(t);
+    return t;
+}
+
+static void booking_thread_stop(void *app, void *data)
+{
+    struct booking_thread *t = data;
+
+    (void)app;
+    if (t == NULL)
+        return;
+    booking_thread_free_shows(t);
+    if (t->conn != NULL)
+        store_conn_close(t->conn);
+    free(t);
+}
+
+static void booking_tick(void *app, void *data, int index)
+{
+    struct booking *b = app;
+    struct booking_thread *t = data;
+    static _Thread_local int64_t last_idem_expire;
+    int64_t now = clock_wall_ms(b->clock);
+
+    if (t == NULL)
+        return;
+    booking_sweep(t, now);
+    if (index == 0 && now - last_idem_expire > BOOKING_IDEM_EXPIRE_EVERY_MS) {
+        last_idem_expire = now;
+        idem_expire_old(b, now);
+    }
+}
+
+static void make_parent_dir(const char *path)
+{
+    char dir[512];
+    const char *slash = strrchr(path, '/');
+
+    if (slash == NULL || (size_t)(slash - path) >= sizeof(dir))
+        return;
+    memcpy(dir, path, (size_t)(slash - path));
+    dir[slash - path] = '\0';
+    if (mkdir(dir, 0755) != 0 && access(dir, F_OK) != 0)
+        log_warn("booking", "mkdir_failed dir=%s", dir);
+}
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: marquee booking [--key=value ...]\n\nkeys:\n");
+    config_print_help(booking_keys,
+                      sizeof(booking_keys) / sizeof(booking_keys[0]), 2);
+    return 2;
+}
+
+static int load_config(struct config *cfg, int argc, char **argv)
+{
+    enum log_level level;
+    int rc = config_init(cfg, booking_keys,
+                         sizeof(booking_keys) / sizeof(booking_keys[0]));
+
+    if (rc == ERR_OK)
+        rc = config_load(cfg, argc, argv, 1);
+    if (rc != ERR_OK) {
+        fprintf(stderr, "%s\n", cfg->err);
+        return rc;
+    }
+    if (log_level_parse(config_str(cfg, "log.level"), &level) != ERR_OK) {
+        fprintf(stderr,
+                "config: bad value key=log.level value=\"%s\" "
+                "reason=\"expected debug, info, warn, error or "
+                "off\"\n",
+                config_str(cfg, "log.level"));
+        return ERR_CONFIG;
+    }
+    log_set_level(level);
+    return ERR_OK;
+}
+
+static void booking_init(struct booking *b, const struct config *cfg)
+{
+    b->clock = clock_system();
+    b->catalog_url = config_str(cfg, "booking.catalog_url");
+    b->limits.max_seats_per_hold =
+        (int)config_int(cfg, "booking.max_seats_per_hold");
+    b->limits.max_seats_per_customer =
+        (int)config_int(cfg, "booking.max_seats_per_customer");
+    b->max_extensions = (int)config_int(cfg, "booking.max_extensions");
+    b->max_hold_life_ms = config_int(cfg, "booking.max_hold_life_s") * 1000;
+    pthread_mutex_init(&b->loaded_lock, NULL);
+}
+
+static int serve(struct booking *b, const struct config *cfg)
+{
+    struct http_server_config hc;
+    int rc;
+
+    http_server_config_from(&hc, cfg, "booking");
+    hc.app = b;
+    hc.ready = booking_ready;
+    hc.thread_start = booking_thread_start;
+    hc.thread_stop = booking_thread_stop;
+    hc.tick = booking_tick;
+    hc.tick_ms = (int)config_int(cfg, "booking.sweep_ms");
+    rc = http_server_create(&hc, booking_routes,
+                            sizeof(booking_routes) / sizeof(booking_routes[0]),
+                            &b->server);
+    if (rc != ERR_OK)
+        return rc;
+    b->nthreads = http_server_threads(b->server);
+    b->fetcher = booking_fetcher_start(b);
+    if (b->fetcher == NULL) {
+        http_server_free(b->server);
+        return ERR_SYS;
+    }
+    rc = http_server_run(b->server);
+    booking_fetcher_stop(b->fetcher);
+    http_server_free(b->server);
+    return rc;
+}
+
+int booking_main(int argc, char **argv)
+{
+    struct config cfg;
+    struct booking b = {0};
+    int exit_code = 1;
+
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return usage();
+    if (load_config(&cfg, argc, argv) != ERR_OK)
+        goto out_config;
+    booking_init(&b, &cfg);
+
+    struct store_config sc = {
+        .backend = "sqlite",
+        .path = config_str(&cfg, "store.path"),
+        .busy_timeout_ms = (int)config_int(&cfg, "store.busy_timeout_ms"),
+        .synchronous = config_str(&cfg, "store.synchronous"),
+    };
+    make_parent_dir(sc.path);
+    int rc = store_open(&sc, booking_migrations, booking_nmigrations, &b.store);
+    if (rc != ERR_OK) {
+        log_error("booking", "store_open_failed path=%s error=%s", sc.path,
+                  err_name(rc));
+        goto out_config;
+    }
+    b.running = idem_running_new();
+    /* Memory is rebuilt from the database before the port opens, so
+     * /readyz never answers before every acknowledged hold is known. */
+    if (b.running == NULL || (rc = booking_load_all(&b)) != ERR_OK) {
+        log_error("booking", "load_failed error=%s", err_name(rc));
+        goto out_store;
+    }
+    rc = serve(&b, &cfg);
+    exit_code = rc == ERR_OK ? 0 : 1;
+
+out_store:
+    store_close(b.store);
+    for (size_t i = 0; i < b.nloaded; i++)
+        inv_free(b.loaded[i]);
+    free(b.loaded);
+    idem_running_free(b.running);
+    pthread_mutex_destroy(&b.loaded_lock);
+out_config:
+    config_free(&cfg);
+    return exit_code;
+}

@@ -1,0 +1,365 @@
+/*
+ * idem.c - Idempotency-Key: a POST repeated with the same key gets the
+ * first answer back instead of doing the work twice.
+ *
+ * Answers are stored in the database, the successful ones in the same
+ * transaction as the change they report, so a crash cannot leave a hold
+ * without its key or a key without its hold.  Keys in flight are kept in
+ * memory behind one mutex (held for a hash lookup, never across I/O), so
+ * a second request with a key still running gets 409 at once.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/err.h"
+#include "base/log.h"
+#include "services/booking/internal.h"
+
+#define RUNNING_BUCKETS 4096
+
+struct running_key {
+    struct running_key *next;
+    char text[INV_CUSTOMER_MAX + BOOKING_IDEM_KEY_MAX + 2];
+};
+
+struct idem_running {
+    pthread_mutex_t lock;
+    struct running_key *buckets[RUNNING_BUCKETS];
+    size_t count;
+};
+
+struct idem_running *idem_running_new(void)
+{
+    struct idem_running *r = calloc(1, sizeof(*r));
+
+    if (r != NULL)
+        pthread_mutex_init(&r->lock, NULL);
+    return r;
+}
+
+void idem_running_free(struct idem_running *r)
+{
+    if (r == NULL)
+        return;
+    for (size_t i = 0; i < RUNNING_BUCKETS; i++) {
+        while (r->buckets[i] != NULL) {
+            struct running_key *k = r->buckets[i];
+            r->buckets[i] = k->next;
+            free(k);
+        }
+    }
+    pthread_mutex_destroy(&r->lock);
+    free(r);
+}
+
+static uint64_t fnv64(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *s = p;
+
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ s[i]) * 1099511628211ULL;
+    return h;
+}
+
+static size_t bucket_of(const char *text)
+{
+    return (size_t)(fnv64(1469598103934665603ULL, text, strlen(text)) %
+                    RUNNING_BUCKETS);
+}
+
+/* Adds text; 1 added, 0 already there, -1 full. */
+static int running_add(struct idem_running *r, const char *text)
+{
+    size_t b = bucket_of(text);
+    int rc = 1;
+
+    pthread_mutex_lock(&r->lock);
+    for (struct running_key *k = r->buckets[b]; k != NULL; k = k->next)
+        if (strcmp(k->text, text) == 0)
+            rc = 0;
+    if (rc == 1 && r->count >= BOOKING_IDEM_RUNNING_MAX)
+        rc = -1;
+    if (rc == 1) {
+        struct running_key *k = calloc(1, sizeof(*k));
+        if (k == NULL) {
+            rc = -1;
+        } else {
+            snprintf(k->text, sizeof(k->text), "%s", text);
+            k->next = r->buckets[b];
+            r->buckets[b] = k;
+            r->count++;
+        }
+    }
+    pthread_mutex_unlock(&r->lock);
+    return rc;
+}
+
+static void running_remove(struct idem_running *r, const char *text)
+{
+    size_t b = bucket_of(text);
+
+    pthread_mutex_lock(&r->lock);
+    for (struct running_key **p = &r->buckets[b]; *p != NULL; p = &(*p)->next) {
+        if (strcmp((*p)->text, text) == 0) {
+            struct running_key *k = *p;
+            *p = k->next;
+            free(k);
+            r->count--;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&r->lock);
+}
+
+static void running_text(const char *customer, const char *key,
+                         char out[INV_CUSTOMER_MAX + BOOKING_IDEM_KEY_MAX + 2])
+{
+    snprintf(out, INV_CUSTOMER_MAX + BOOKING_IDEM_KEY_MAX + 2, "%s\n%s",
+             customer, key);
+}
+
+static bool key_ok(const char *key)
+{
+    size_t n = strlen(key);
+
+    if (n == 0 || n > BOOKING_IDEM_KEY_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (key[i] < 0x21 || key[i] > 0x7e)
+            return false;
+    return true;
+}
+
+static const char SQL_IDEM_GET[] =
+    "SELECT request_hash, status, content_type, response FROM idempotency "
+    "WHERE customer_id = ? AND key = ? AND created_at > ?";
+
+/* Answers from a stored record; true when one was found. */
+static bool replay(struct booking *b, struct http_req *req,
+                   struct booking_op *op, const char *key)
+{
+    struct booking_thread *t = http_req_thread_data(req);
+    struct store_stmt *st;
+    bool found = false;
+
+    if (store_prepare(t->conn, SQL_IDEM_GET, &st) != ERR_OK) {
+        http_respond_unavailable(req, 1, "the booking database is unavailable");
+        return true;
+    }
+    store_bind_text(st, 1, op->customer);
+    store_bind_text(st, 2, key);
+    store_bind_int(st, 3, clock_wall_ms(b->clock) - BOOKING_IDEM_TTL_MS);
+    if (store_step(st) == STORE_ROW) {
+        found = true;
+        if (strcmp(store_col_text(st, 0), op->request_hash) != 0) {
+            http_respond_problem(req, 422, "idempotency-key-reused",
+                                 "Idempotency key reused",
+                                 "this Idempotency-Key was used for a "
+                                 "different request");
+        } else {
+            const char *body = store_col_text(st, 3);
+            http_set_header(req, "Idempotent-Replayed", "true");
+            http_respond_bytes(req, (int)store_col_int(st, 1),
+                               store_col_text(st, 2), body, strlen(body));
+        }
+    }
+    store_reset(st);
+    return found;
+}
+
+bool idem_begin(struct booking *b, struct http_req *req, struct booking_op *op)
+{
+    const char *key = http_req_header(req, "idempotency-key");
+    char text[INV_CUSTOMER_MAX + BOOKING_IDEM_KEY_MAX + 2];
+    size_t len;
+    const char *body = http_req_body(req, &len);
+
+    if (key == NULL)
+        return false;
+    if (!key_ok(key)) {
+        http_respond_problem(req, 400, "invalid-idempotency-key",
+                             "Invalid Idempotency-Key",
+                             "Idempotency-Key must be 1 to %d visible ASCII "
+                             "characters",
+                             BOOKING_IDEM_KEY_MAX);
+        return true;
+    }
+    uint64_t h = fnv64(1469598103934665603ULL, http_req_method(req),
+                       strlen(http_req_method(req)));
+    h = fnv64(h, http_req_path(req), strlen(http_req_path(req)));
+    h = fnv64(h, body, len);
+    snprintf(op->request_hash, sizeof(op->request_hash), "%016llx",
+             (unsigned long long)h);
+
+    running_text(op->customer, key, text);
+    int added = running_add(b->running, text);
+    if (added == 0) {
+        http_respond_problem(req, 409, "idempotency-key-in-flight",
+                             "Request in progress",
+                             "a request with this Idempotency-Key is still "
+                             "running; retry later");
+        return true;
+    }
+    if (added < 0) {
+        http_respond_unavailable(req, 1, "too many requests in flight");
+        return true;
+    }
+    if (replay(b, req, op, key)) {
+        running_remove(b->running, text);
+        return true;
+    }
+    snprintf(op->idem_key, sizeof(op->idem_key), "%s", key);
+    return false;
+}
+
+static const char SQL_IDEM_PUT[] =
+    "INSERT OR IGNORE INTO idempotency (customer_id, key, request_hash, "
+    "status, content_type, response, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)";
+
+int idem_store(struct store_conn *c, const struct booking_op *op, int status,
+               const char *response)
+{
+    struct store_stmt *st;
+    int rc = store_prepare(c, SQL_IDEM_PUT, &st);
+
+    if (rc != ERR_OK)
+        return rc;
+    store_bind_text(st, 1, op->customer);
+    store_bind_text(st, 2, op->idem_key);
+    store_bind_text(st, 3, op->request_hash);
+    store_bind_int(st, 4, status);
+    store_bind_text(
+        st, 5, status >= 400 ? "application/problem+json" : "application/json");
+    store_bind_text(st, 6, response);
+    store_bind_int(st, 7, op->now_ms);
+    rc = store_step(st);
+    store_reset(st);
+    return rc < 0 ? rc : ERR_OK;
+}
+
+/* A stored answer written after the fact (failures, not changes). */
+struct idem_job {
+    struct store_write w;
+    struct booking *b;
+    struct booking_op op; /* a copy: the key, hash and customer */
+    int status;
+    char *response;
+};
+
+static int idem_job_apply(struct store_conn *c, void *arg)
+{
+    struct idem_job *j = arg;
+
+    return idem_store(c, &j->op, j->status, j->response);
+}
+
+static void idem_job_done(void *arg, int rc)
+{
+    struct idem_job *j = arg;
+    char text[INV_CUSTOMER_MAX + BOOKING_IDEM_KEY_MAX + 2];
+
+    if (rc != ERR_OK)
+        log_warn("booking", "idempotency_store_failed error=%s", err_name(rc));
+    running_text(j->op.customer, j->op.idem_key, text);
+    running_remove(j->b->running, text);
+    free(j->response);
+    free(j);
+}
+
+/* The problem document the client got, to replay it. */
+static char *problem_text(const struct booking_op *op)
+{
+    json_t *doc =
+        json_pack("{s:s, s:s, s:i, s:s}", "type", "", "title", op->title,
+                  "status", op->status, "detail", op->detail);
+    char type[64];
+
+    snprintf(type, sizeof(type), "/problems/%s", op->slug);
+    json_object_set_new(doc, "type", json_string(type));
+    if (op->body != NULL)
+        json_object_update(doc, op->body);
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    return text;
+}
+
+void idem_end(struct booking *b, struct booking_op *op)
+{
+    char text[INV_CUSTOMER_MAX + BOOKING_IDEM_KEY_MAX + 2];
+
+    if (op->idem_key[0] == '\0')
+        return;
+    running_text(op->customer, op->idem_key, text);
+    /* Stored with the change, or not to be kept: a 503 may succeed later. */
+    if (op->idem_stored || op->status == 503 || op->status == 0) {
+        running_remove(b->running, text);
+        return;
+    }
+    struct idem_job *j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        running_remove(b->running, text);
+        return;
+    }
+    j->b = b;
+    memcpy(j->op.customer, op->customer, sizeof(op->customer));
+    memcpy(j->op.idem_key, op->idem_key, sizeof(op->idem_key));
+    memcpy(j->op.request_hash, op->request_hash, sizeof(op->request_hash));
+    j->op.now_ms = clock_wall_ms(b->clock);
+    j->status = op->status;
+    j->response = op->status >= 400
+                      ? problem_text(op)
+                      : strdup(op->response ? op->response : "{}");
+    j->w.apply = idem_job_apply;
+    j->w.done = idem_job_done;
+    j->w.arg = j;
+    if (j->response == NULL || store_submit(b->store, &j->w) != ERR_OK) {
+        free(j->response);
+        free(j);
+        running_remove(b->running, text);
+    }
+}
+
+static const char SQL_IDEM_EXPIRE[] =
+    "DELETE FROM idempotency WHERE (customer_id, key) IN (SELECT "
+    "customer_id, key FROM idempotency WHERE created_at < ? LIMIT 1000)";
+
+struct expire_job {
+    struct store_write w;
+    int64_t before;
+};
+
+static int expire_apply(struct store_conn *c, void *arg)
+{
+    struct expire_job *j = arg;
+    struct store_stmt *st;
+    int rc = store_prepare(c, SQL_IDEM_EXPIRE, &st);
+
+    if (rc != ERR_OK)
+        return rc;
+    store_bind_int(st, 1, j->before);
+    rc = store_step(st);
+    store_reset(st);
+    return rc < 0 ? rc : ERR_OK;
+}
+
+static void expire_done(void *arg, int rc)
+{
+    (void)rc;
+    free(arg);
+}
+
+void idem_expire_old(struct booking *b, int64_t now_ms)
+{
+    struct expire_job *j = calloc(1, sizeof(*j));
+
+    if (j == NULL)
+        return;
+    j->before = now_ms - BOOKING_IDEM_TTL_MS;
+    j->w.apply = expire_apply;
+    j->w.done = expire_done;
+    j->w.arg = j;
+    if (store_submit(b->store, &j->w) != ERR_OK)
+        free(j);
+}

@@ -1,0 +1,196 @@
+/*
+ * internal.h - what the files of the booking service share.
+ *
+ * Every show is owned by one event-loop thread (show id modulo threads).
+ * A request arrives on any thread, is checked there, and is posted to the
+ * owner, which alone reads and changes that show's seats in memory
+ * (src/domain/inventory.h).  Writes go to the store's group-commit writer;
+ * its completion is posted back to the owner, which then posts the answer
+ * to the request's own thread.  Nothing locks a show: one thread owns it.
+ */
+#ifndef MARQUEE_SERVICES_BOOKING_INTERNAL_H
+#define MARQUEE_SERVICES_BOOKING_INTERNAL_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/clock.h"
+#include "base/rand.h"
+#include "domain/inventory.h"
+#include "http/http.h"
+#include "store/store.h"
+
+#define BOOKING_SEATS_PER_REQUEST_MAX 64   /* hard cap; the limit is lower */
+#define BOOKING_FETCH_QUEUE_MAX       256  /* shows waiting to be fetched */
+#define BOOKING_WAITERS_MAX           4096 /* requests waiting for one show */
+#define BOOKING_SWEEP_PER_TICK_MAX    512  /* expired holds freed per tick */
+#define BOOKING_IDEM_KEY_MAX          128
+#define BOOKING_IDEM_RUNNING_MAX      65536 /* keys in flight at once */
+#define BOOKING_IDEM_TTL_MS           (24LL * 3600 * 1000)
+#define BOOKING_MISSING_RETRY_MS      2000 /* a show the catalog lacks */
+#define BOOKING_FETCH_TIMEOUT_MS      3000
+#define BOOKING_SHOW_TABLE_MIN        64
+
+struct booking_fetcher;
+struct idem_running;
+
+struct booking {
+    struct store *store;
+    struct clock *clock;
+    struct http_server *server;
+    int nthreads;
+    struct inv_limits limits;
+    int max_extensions;
+    int64_t max_hold_life_ms;
+    const char *catalog_url;
+    struct booking_fetcher *fetcher;
+    struct idem_running *running;
+    /* Shows read from the database at start, handed to their owners. */
+    struct show_inv **loaded;
+    size_t nloaded;
+    pthread_mutex_t loaded_lock;
+};
+
+/* A show in its owner's table: installed, or waited for. */
+struct show_entry {
+    int64_t show_id;
+    struct show_inv *inv; /* NULL until installed */
+    struct booking_op *waiters;
+    size_t nwaiters;
+    bool fetching;
+    int64_t missing_until_ms; /* the catalog said 404: answer 404 till then */
+};
+
+struct booking_thread {
+    struct booking *b;
+    int index;
+    struct store_conn *conn;
+    struct rand rng;
+    struct show_entry **shows; /* open addressing by show id */
+    size_t nshows, shows_cap;
+};
+
+enum booking_op_kind {
+    OP_SEATS,
+    OP_HOLD,
+    OP_RELEASE,
+    OP_EXTEND,
+};
+
+/*
+ * One request's work, travelling request thread -> owner -> writer ->
+ * owner -> request thread.  Owned by whichever stage holds it.
+ */
+struct booking_op {
+    struct booking_op *next; /* in a show's waiters */
+    enum booking_op_kind kind;
+    struct booking *b;
+    struct http_async *async;
+    int owner;
+    int64_t show_id;
+    char hold_id[INV_HOLD_ID_MAX];
+    char customer[INV_CUSTOMER_MAX + 1];
+    /* Idempotency: the key ("" for none) and the request's hash. */
+    char idem_key[BOOKING_IDEM_KEY_MAX + 1];
+    char request_hash[20];
+    bool idem_stored; /* the writer stored the answer with the change */
+    /* Seats asked for, by id, and once resolved, by index. */
+    char seat_ids[BOOKING_SEATS_PER_REQUEST_MAX][INV_SEAT_ID_MAX];
+    uint32_t seats[BOOKING_SEATS_PER_REQUEST_MAX];
+    size_t nseats;
+    /* The database write. */
+    struct store_write w;
+    uint32_t slot;
+    int64_t now_ms, expires_at, max_expires_at, total;
+    int64_t hold_version;
+    int hold_seconds;
+    char currency[4];
+    char *seats_json; /* the hold's seats as stored, owned */
+    int rc;
+    uint32_t conflicts[BOOKING_SEATS_PER_REQUEST_MAX];
+    size_t nconflicts;
+    /* The answer. */
+    int status;
+    char slug[40];
+    char title[64];
+    char detail[256];
+    json_t *body;   /* success body, or problem extensions; owned */
+    char *response; /* serialized success body, owned */
+};
+
+/* schema.c */
+extern const struct store_migration booking_migrations[];
+extern const size_t booking_nmigrations;
+
+/* shows.c: the owner's table of shows, loading and fetching them. */
+int booking_load_all(struct booking *b);
+struct booking_fetcher *booking_fetcher_start(struct booking *b);
+void booking_fetcher_stop(struct booking_fetcher *f);
+void booking_thread_adopt(struct booking_thread *t);
+void booking_thread_free_shows(struct booking_thread *t);
+/* On the owner: an installed show, or NULL. */
+struct show_inv *booking_show_get(struct booking_thread *t, int64_t id);
+void booking_thread_each_show(struct booking_thread *t,
+                              void (*fn)(struct booking_thread *,
+                                         struct show_inv *, void *),
+                              void *arg);
+int booking_owner(const struct booking *b, int64_t show_id);
+/*
+ * On the owner: the installed show, or NULL after queueing op to run
+ * again once the show is known (or answering it when it cannot be).
+ */
+struct show_inv *booking_show_for(struct booking_thread *t,
+                                  struct booking_op *op);
+void booking_run_op(struct booking_thread *t, struct booking_op *op);
+void booking_handle_show_event(struct http_req *req, void *app);
+void booking_handle_seats(struct http_req *req, void *app);
+void booking_op_seats(struct booking_thread *t, struct booking_op *op,
+                      struct show_inv *inv);
+/* Reads the seats and live holds of one show from the database. */
+int booking_read_show_state(struct store_conn *c, struct show_inv *inv,
+                            const uint32_t *only, size_t nonly);
+
+/* holds.c */
+void booking_handle_create_hold(struct http_req *req, void *app);
+void booking_handle_get_hold(struct http_req *req, void *app);
+void booking_handle_release_hold(struct http_req *req, void *app);
+void booking_handle_extend_hold(struct http_req *req, void *app);
+void booking_op_hold(struct booking_thread *t, struct booking_op *op,
+                     struct show_inv *inv);
+void booking_op_release(struct booking_thread *t, struct booking_op *op,
+                        struct show_inv *inv);
+void booking_op_extend(struct booking_thread *t, struct booking_op *op,
+                       struct show_inv *inv);
+void booking_sweep(struct booking_thread *t, int64_t now_ms);
+
+/* ops.c: moving ops between threads, and answering them. */
+struct booking_op *booking_op_new(struct booking *b, enum booking_op_kind k);
+void booking_op_free(struct booking_op *op);
+/* Defers req and posts op to its show's owner; answers 503 if it cannot. */
+void booking_op_dispatch(struct http_req *req, struct booking_op *op);
+/* From the owner: sends the answer to the request's thread. */
+void booking_op_finish(struct booking_op *op);
+void booking_op_fail(struct booking_op *op, int status, const char *slug,
+                     const char *title, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* idem.c: Idempotency-Key handling. */
+struct idem_running *idem_running_new(void);
+void idem_running_free(struct idem_running *r);
+/*
+ * On the request thread, before the work: returns true when the request
+ * was answered (a replay, a key in flight, a key reused with another
+ * body); false to go on, the key then marked in flight.
+ */
+bool idem_begin(struct booking *b, struct http_req *req, struct booking_op *op);
+/* After the answer: records it (unless the writer did) and frees the key. */
+void idem_end(struct booking *b, struct booking_op *op);
+/* Inside a writer job: stores the op's answer under its key. */
+int idem_store(struct store_conn *c, const struct booking_op *op, int status,
+               const char *response);
+/* Queues the deletion of keys older than BOOKING_IDEM_TTL_MS. */
+void idem_expire_old(struct booking *b, int64_t now_ms);
+
+#endif

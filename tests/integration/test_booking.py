@@ -1,0 +1,466 @@
+"""The booking service: seat maps, holds, expiry, idempotency, and the
+no-oversell guarantee under real concurrency and crashes.
+
+Each test class starts a real catalog with the demo data and one or two
+real booking processes (the ASan build) that fetch shows from it.
+"""
+
+import json
+import os
+import random
+import sqlite3
+import threading
+import time
+import unittest
+import uuid
+
+from support import Service, repo_path
+
+DEMO = repo_path("data", "demo", "catalog.json")
+TOKEN = "booking-test-token"
+
+
+def customer():
+    return "c-" + uuid.uuid4().hex[:12]
+
+
+class Platform:
+    """A catalog with demo data and booking instances sharing one DB."""
+
+    def __init__(self, bookings=1, booking_flags=None, catalog_flags=None):
+        flags = {"catalog.demo": "true", "catalog.demo_file": DEMO,
+                 "catalog.admin_token": TOKEN}
+        flags.update(catalog_flags or {})
+        self.catalog = Service("catalog", flags=flags)
+        self.bookings = []
+        self.db = None
+        try:
+            for _ in range(bookings):
+                bf = {"booking.catalog_url": self.catalog.url}
+                if self.db is not None:
+                    bf["store.path"] = self.db
+                bf.update(booking_flags or {})
+                svc = Service("booking", flags=bf)
+                self.bookings.append(svc)
+                self.db = self.db or svc.db_path
+        except Exception:
+            self.close()
+            raise
+
+    @property
+    def booking(self):
+        return self.bookings[0]
+
+    def stop(self):
+        """Stops every process (SIGTERM); the database stays for checks."""
+        codes = []
+        for svc in self.bookings + [self.catalog]:
+            try:
+                codes.append(svc.stop())
+            except BaseException:
+                svc.kill()
+                raise
+        return codes
+
+    def cleanup(self):
+        for svc in self.bookings + [self.catalog]:
+            svc.close()
+
+    def close(self):
+        try:
+            return self.stop()
+        finally:
+            self.cleanup()
+
+
+def hold(svc, show, seats, cust=None, key=None, timeout=15):
+    headers = {"X-Customer-Id": cust or customer()}
+    if key:
+        headers["Idempotency-Key"] = key
+    return svc.json("POST", f"/v1/shows/{show}/holds", {"seats": seats},
+                    headers, timeout=timeout)
+
+
+def seat_ids(seatmap, row=0, count=None):
+    r = seatmap["rows"][row]
+    ids = [f"{r['label']}{n}" for n in r["seats"] if n is not None]
+    return ids[:count] if count else ids
+
+
+def live_holds(db_path):
+    """{hold_id: [seat idx]} of holds that are active and unexpired."""
+    now = int(time.time() * 1000)
+    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = con.execute(
+            "SELECT id, show_id, seat_idx FROM holds WHERE status = 'active' "
+            "AND expires_at > ?", (now,)).fetchall()
+        seats = con.execute(
+            "SELECT show_id, idx, hold_id FROM seats WHERE state = 1 "
+            "AND expires_at > ?", (now,)).fetchall()
+    finally:
+        con.close()
+    return ({r[0]: (r[1], json.loads(r[2])) for r in rows},
+            {(s[0], s[1]): s[2] for s in seats})
+
+
+class SeatMapAndHoldsTest(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.p = Platform(booking_flags={"booking.max_seats_per_customer": "4",
+                                        "booking.max_extensions": "1"})
+        cls.svc = cls.p.booking
+
+    @classmethod
+    def tearDownClass(cls):
+        codes = cls.p.close()
+        assert codes == [0, 0], codes
+
+    def seatmap(self, show):
+        status, headers, body = self.svc.json("GET", f"/v1/shows/{show}/seats")
+        self.assertEqual(status, 200, body)
+        return headers, body
+
+    def test_seat_map_compact_with_etag(self):
+        headers, m = self.seatmap(5)
+        _, _, show = self.p.catalog.json("GET", "/v1/shows/5")
+        layout = show["screen"]["layout"]
+        self.assertEqual(m["counts"]["free"], show["screen"]["seat_count"])
+        self.assertEqual(set(m["prices"]), {c["code"] for c in
+                                            layout["categories"]})
+        for row, lrow in zip(m["rows"], layout["rows"]):
+            self.assertEqual(row["seats"], lrow["seats"])
+            self.assertEqual(len(row["states"]), len(lrow["seats"]))
+            self.assertEqual(set(row["states"]) - {"F", "."}, set())
+        status, _, raw = self.svc.request(
+            "GET", "/v1/shows/5/seats",
+            headers={"If-None-Match": headers["etag"]})
+        self.assertEqual((status, raw), (304, b""))
+        # A hold changes the map, so the old ETag no longer matches.
+        s, _, _ = hold(self.svc, 5, seat_ids(m, 0, 1))
+        self.assertEqual(s, 201)
+        status, _, _ = self.svc.request(
+            "GET", "/v1/shows/5/seats",
+            headers={"If-None-Match": headers["etag"]})
+        self.assertEqual(status, 200)
+
+    def test_hold_read_release(self):
+        _, m = self.seatmap(6)
+        seats = seat_ids(m, 1, 2)
+        status, headers, h = hold(self.svc, 6, seats)
+        self.assertEqual(status, 201, h)
+        self.assertEqual(headers["location"], f"/v1/holds/{h['id']}")
+        self.assertEqual([s["id"] for s in h["seats"]], seats)
+        self.assertEqual(h["total"], sum(s["price"] for s in h["seats"]))
+        self.assertEqual(h["status"], "active")
+        self.assertEqual(h["currency"], "INR")
+        _, m2 = self.seatmap(6)
+        self.assertEqual(m2["rows"][1]["states"].count("H"), 2)
+        self.assertEqual(m2["counts"]["held"], 2)
+
+        status, _, again = self.svc.json("GET", f"/v1/holds/{h['id']}")
+        self.assertEqual((status, again), (200, h))
+        status, _, released = self.svc.json("DELETE", f"/v1/holds/{h['id']}")
+        self.assertEqual(status, 200)
+        self.assertEqual(released["status"], "released")
+        _, m3 = self.seatmap(6)
+        self.assertEqual(m3["counts"]["held"], 0)
+        # Releasing twice answers the same.
+        status, _, twice = self.svc.json("DELETE", f"/v1/holds/{h['id']}")
+        self.assertEqual((status, twice["status"]), (200, "released"))
+
+    def test_conflict_names_the_seats_gone(self):
+        _, m = self.seatmap(7)
+        a, b, c = seat_ids(m, 2, 3)
+        self.assertEqual(hold(self.svc, 7, [a, b])[0], 201)
+        status, headers, body = hold(self.svc, 7, [b, c])
+        self.assertEqual(status, 409)
+        self.assertEqual(headers["content-type"], "application/problem+json")
+        self.assertEqual(body["type"], "/problems/seats-taken")
+        self.assertEqual(body["seats"], [b])
+        # All or nothing: c was not taken by the refused hold.
+        self.assertEqual(hold(self.svc, 7, [c])[0], 201)
+
+    def test_bad_input_each_gets_a_problem(self):
+        _, m = self.seatmap(8)
+        a, b = seat_ids(m, 0, 2)
+        cases = [
+            (hold(self.svc, 999999, [a]), 404, "not-found", None),
+            (hold(self.svc, 8, ["Z999"]), 422, "validation-failed",
+             "unknown-seat"),
+            (hold(self.svc, 8, [a, a]), 422, "validation-failed",
+             "duplicate-seat"),
+            (hold(self.svc, 8, []), 422, "validation-failed", "empty"),
+            (hold(self.svc, 8, seat_ids(m, 3)[:11]), 422,
+             "validation-failed", "too-many-seats"),
+        ]
+        for (status, headers, body), want, slug, code in cases:
+            self.assertEqual(status, want, body)
+            self.assertEqual(body["type"], f"/problems/{slug}")
+            if code:
+                self.assertIn(code, [e["code"] for e in body["errors"]])
+        status, _, body = self.svc.json(
+            "POST", "/v1/shows/8/holds", b'{"seats": [', {
+                "X-Customer-Id": "x", "Content-Type": "application/json"})
+        self.assertEqual((status, body["type"]),
+                         (400, "/problems/malformed-json"))
+        status, _, body = self.svc.json("POST", "/v1/shows/8/holds",
+                                        {"seats": [a]})
+        self.assertEqual((status, body["type"]),
+                         (400, "/problems/invalid-customer"))
+        status, _, body = self.svc.json("POST", "/v1/shows/8/holds",
+                                        {"seats": [a], "extra": 1},
+                                        {"X-Customer-Id": "x"})
+        self.assertEqual(status, 422)
+        # Nothing was half-written by any of them.
+        _, m2 = self.seatmap(8)
+        self.assertEqual(m2["counts"]["held"], 0)
+        self.assertEqual(self.svc.json("GET", "/v1/holds/1-zz")[0], 404)
+
+    def test_customer_limit_per_show(self):
+        _, m = self.seatmap(9)
+        who = customer()
+        seats = seat_ids(m, 4)
+        self.assertEqual(hold(self.svc, 9, seats[0:2], who)[0], 201)
+        self.assertEqual(hold(self.svc, 9, seats[2:4], who)[0], 201)
+        status, _, body = hold(self.svc, 9, seats[4:5], who)
+        self.assertEqual((status, body["type"]),
+                         (409, "/problems/customer-limit"))
+        # Another customer is not limited by the first one's seats.
+        self.assertEqual(hold(self.svc, 9, seats[4:5])[0], 201)
+
+    def test_extension_cap(self):
+        _, m = self.seatmap(10)
+        status, _, h = hold(self.svc, 10, seat_ids(m, 0, 1))
+        self.assertEqual(status, 201)
+        status, _, ext = self.svc.json("POST", f"/v1/holds/{h['id']}/extend")
+        self.assertEqual(status, 200, ext)
+        self.assertEqual(ext["extensions"], 1)
+        self.assertGreaterEqual(ext["expires_at"], h["expires_at"])
+        self.assertLessEqual(ext["expires_at"], h["max_expires_at"])
+        status, _, body = self.svc.json("POST", f"/v1/holds/{h['id']}/extend")
+        self.assertEqual((status, body["type"]),
+                         (409, "/problems/extension-limit"))
+
+    def test_idempotency_replay_and_reuse(self):
+        _, m = self.seatmap(11)
+        who, key = customer(), "key-" + uuid.uuid4().hex
+        seats = seat_ids(m, 0, 2)
+        s1, h1, first = hold(self.svc, 11, seats, who, key)
+        s2, h2, second = hold(self.svc, 11, seats, who, key)
+        self.assertEqual((s1, s2), (201, 201))
+        self.assertEqual(first, second)
+        self.assertEqual(h2.get("idempotent-replayed"), "true")
+        status, _, body = hold(self.svc, 11, seat_ids(m, 1, 2), who, key)
+        self.assertEqual((status, body["type"]),
+                         (422, "/problems/idempotency-key-reused"))
+        # Another customer's identical key is another key.
+        status, _, other = hold(self.svc, 11, seat_ids(m, 2, 1), customer(),
+                                key)
+        self.assertEqual(status, 201)
+        # A refused request replays as refused, even once seats free up.
+        key2 = "key-" + uuid.uuid4().hex
+        status, _, refused = hold(self.svc, 11, seats, who, key2)
+        self.assertEqual(status, 409)
+        self.svc.json("DELETE", f"/v1/holds/{first['id']}")
+        time.sleep(0.3)
+        status, _, again = hold(self.svc, 11, seats, who, key2)
+        self.assertEqual((status, again["type"]),
+                         (409, "/problems/seats-taken"))
+
+    def test_idempotency_in_flight(self):
+        _, m = self.seatmap(12)
+        who, key = customer(), "race-" + uuid.uuid4().hex
+        seats = seat_ids(m, 0, 2)
+        results = []
+
+        def go():
+            results.append(hold(self.svc, 12, seats, who, key))
+
+        threads = [threading.Thread(target=go) for _ in range(24)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        statuses = sorted(r[0] for r in results)
+        self.assertTrue(set(statuses) <= {201, 409}, statuses)
+        ids = {r[2]["id"] for r in results if r[0] == 201}
+        self.assertEqual(len(ids), 1, "one hold, replayed")
+        for status, _, body in results:
+            if status == 409:
+                self.assertEqual(body["type"],
+                                 "/problems/idempotency-key-in-flight")
+
+    def test_show_is_learned_from_the_catalog_on_demand(self):
+        # Show 20 was never asked for before: booking fetches it.
+        self.assertNotIn("show=20 ", self.svc.log())
+        _, m = self.seatmap(20)
+        self.assertTrue(m["rows"])
+        self.assertEqual(self.svc.json("GET", "/v1/shows/987654/seats")[0],
+                         404)
+
+
+class ExpiryTest(unittest.TestCase):
+
+    def test_holds_expire_and_seats_come_back(self):
+        p = Platform(booking_flags={"booking.max_hold_life_s": "2",
+                                    "booking.sweep_ms": "100"})
+        try:
+            svc = p.booking
+            _, _, m = svc.json("GET", "/v1/shows/3/seats")
+            seats = seat_ids(m, 0, 2)
+            status, _, h = hold(svc, 3, seats)
+            self.assertEqual(status, 201)
+            self.assertEqual(hold(svc, 3, seats)[0], 409)
+            time.sleep(2.5)
+            status, _, again = svc.json("GET", f"/v1/holds/{h['id']}")
+            self.assertEqual(again["status"], "expired")
+            _, _, m2 = svc.json("GET", "/v1/shows/3/seats")
+            self.assertEqual(m2["counts"]["held"], 0)
+            status, _, h2 = hold(svc, 3, seats)
+            self.assertEqual(status, 201, h2)
+            status, _, ext = svc.json("POST", f"/v1/holds/{h['id']}/extend")
+            self.assertEqual((status, ext["type"]),
+                             (409, "/problems/hold-not-active"))
+            # Max life 2 s: no extension can go past it.
+            status, _, ext = svc.json("POST", f"/v1/holds/{h2['id']}/extend")
+            self.assertEqual((status, ext["type"]),
+                             (409, "/problems/extension-limit"))
+            con = sqlite3.connect(p.db)
+            row = con.execute("SELECT status FROM holds WHERE id = ?",
+                              (h["id"],)).fetchone()
+            con.close()
+            self.assertEqual(row[0], "expired")
+        finally:
+            self.assertEqual(p.close(), [0, 0])
+
+
+class NoOversellTest(unittest.TestCase):
+    """64 clients, two booking processes, one database, the same seats."""
+
+    CLIENTS = 64
+    ROUNDS = 40
+
+    def test_two_processes_never_sell_a_seat_twice(self):
+        p = Platform(bookings=2,
+                     booking_flags={"booking.max_seats_per_customer": "100"})
+        acks = []
+        errors = []
+        try:
+            _, _, m = p.booking.json("GET", "/v1/shows/2/seats")
+            pool = seat_ids(m, 0)[:12]
+            lock = threading.Lock()
+
+            def client(n):
+                rng = random.Random(n)
+                svc = p.bookings[n % 2]
+                mine = []
+                for _ in range(self.ROUNDS):
+                    i = rng.randrange(len(pool) - 1)
+                    try:
+                        status, _, body = hold(svc, 2, pool[i:i + 2])
+                    except OSError as e:
+                        errors.append(repr(e))
+                        continue
+                    if status == 201:
+                        with lock:
+                            acks.append(body)
+                        mine.append(body["id"])
+                    elif status not in (409, 503):
+                        errors.append(f"{status} {body}")
+                    if mine and rng.random() < 0.5:
+                        svc.json("DELETE", f"/v1/holds/{mine.pop()}")
+
+            threads = [threading.Thread(target=client, args=(n,))
+                       for n in range(self.CLIENTS)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            codes = p.stop()
+            self.check_database(p, codes, acks, errors)
+        finally:
+            p.cleanup()
+
+    def check_database(self, p, codes, acks, errors):
+        self.assertEqual(codes, [0, 0, 0])
+        self.assertEqual(errors, [])
+        self.assertGreater(len(acks), 20)
+        holds, seats = live_holds(p.db)
+        # I1: no seat in two live holds, and the seat rows agree.
+        taken = {}
+        for hid, (show, idxs) in holds.items():
+            for i in idxs:
+                self.assertNotIn((show, i), taken, "seat held twice")
+                taken[(show, i)] = hid
+        self.assertEqual(taken, seats)
+        # Every acknowledged hold is in the database.
+        con = sqlite3.connect(p.db)
+        known = {r[0] for r in con.execute("SELECT id FROM holds")}
+        con.close()
+        missing = [a["id"] for a in acks if a["id"] not in known]
+        self.assertEqual(missing, [])
+        # The processes did race: the database refused what memory allowed.
+        logs = "".join(b.log() for b in p.bookings)
+        self.assertIn("hold_refused_by_database", logs)
+
+
+class CrashTest(unittest.TestCase):
+
+    def test_kill_9_during_a_burst_loses_no_acknowledged_hold(self):
+        p = Platform()
+        svc = p.booking
+        acks, stop = [], threading.Event()
+        try:
+            _, _, m = svc.json("GET", "/v1/shows/4/seats")
+            rows = [seat_ids(m, r) for r in range(len(m["rows"]))]
+            pairs = [row[i:i + 2] for row in rows
+                     for i in range(0, len(row) - 1, 2)]
+
+            def client(n):
+                for k in range(n, len(pairs), 16):
+                    if stop.is_set():
+                        return
+                    try:
+                        status, _, body = hold(svc, 4, pairs[k], timeout=5)
+                    except OSError:
+                        return
+                    if status == 201:
+                        acks.append(body)
+
+            threads = [threading.Thread(target=client, args=(n,))
+                       for n in range(16)]
+            for t in threads:
+                t.start()
+            time.sleep(1.0)
+            svc.kill()
+            stop.set()
+            for t in threads:
+                t.join()
+            self.assertGreater(len(acks), 5)
+            svc.start()
+            for a in acks:
+                status, _, h = svc.json("GET", f"/v1/holds/{a['id']}")
+                self.assertEqual(status, 200, a["id"])
+                self.assertEqual(h["status"], "active")
+            _, _, m2 = svc.json("GET", "/v1/shows/4/seats")
+            self.assertGreaterEqual(m2["counts"]["held"], 2 * len(acks))
+            # The seats of acknowledged holds cannot be held again.
+            status, _, body = hold(svc, 4, [acks[0]["seats"][0]["id"]])
+            self.assertEqual(status, 409, body)
+            self.assertEqual(p.stop(), [0, 0])
+            holds, seats = live_holds(p.db)
+            taken = {}
+            for hid, (show, idxs) in holds.items():
+                for i in idxs:
+                    self.assertNotIn((show, i), taken)
+                    taken[(show, i)] = hid
+            self.assertEqual(taken, seats)
+            self.assertTrue({a["id"] for a in acks} <= set(holds))
+        finally:
+            p.cleanup()
+
+
+if __name__ == "__main__":
+    unittest.main()
