@@ -137,8 +137,9 @@ enum inv_verdict {
 
 /*
  * Checks whether seats (distinct indexes) may be held by customer at now_ms.
- * On INV_TAKEN or INV_ORPHAN, the seats at fault are written to out (up to
- * *nout on entry; *nout gets the count).
+ * On INV_TAKEN or INV_ORPHAN, the seats at fault are written to out: at
+ * most *nout on entry, and *nout gets how many were written.  The verdict
+ * never depends on that room.
  */
 enum inv_verdict inv_check(const struct show_inv *inv, const uint32_t *seats,
                            size_t n, const char *customer, int64_t now_ms,

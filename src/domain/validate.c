@@ -205,6 +205,22 @@ bool jv_object(json_t *obj, const char *key, const char *field, bool required,
     return true;
 }
 
+bool jv_bool(json_t *obj, const char *key, const char *field, bool required,
+             bool *out, struct verrs *e)
+{
+    json_t *v = member(obj, key, field, required, e);
+
+    if (v == NULL)
+        return false;
+    if (!json_is_boolean(v)) {
+        verr_add(e, field, "wrong-type", "%s must be a boolean, not %s", field,
+                 type_name(v));
+        return false;
+    }
+    *out = json_is_true(v);
+    return true;
+}
+
 void jv_no_unknown(json_t *obj, const char *prefix, const char *const *allowed,
                    struct verrs *e)
 {

@@ -57,6 +57,8 @@ bool jv_array(json_t *obj, const char *key, const char *field, bool required,
               size_t min_len, size_t max_len, json_t **out, struct verrs *e);
 bool jv_object(json_t *obj, const char *key, const char *field, bool required,
                json_t **out, struct verrs *e);
+bool jv_bool(json_t *obj, const char *key, const char *field, bool required,
+             bool *out, struct verrs *e);
 
 /* Records "unknown-field" for every key of obj not in the NULL-ended list. */
 void jv_no_unknown(json_t *obj, const char *prefix, const char *const *allowed,
