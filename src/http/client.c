@@ -715,6 +715,26 @@ static char *build_head(const struct client_url *u, const char *method,
     return out;
 }
 
+/* Connects, sends head and body, and reads the answer into out. */
+static int exchange(struct client_conn *c, const struct client_url *u,
+                    char *head, size_t head_len, const char *body,
+                    size_t body_len, bool head_method,
+                    struct http_client_response *out)
+{
+    /* The body is only read from; iovec has no const member. */
+    struct iovec iov[2] = {{head, head_len}, {(void *)body, body_len}};
+    int rc = conn_open(c, u);
+
+    if (rc != ERR_OK)
+        return rc;
+    rc = conn_send(c, iov, body != NULL ? 2 : 1);
+    if (rc == ERR_OK)
+        rc = read_response(c, head_method, out);
+    close(c->fd);
+    c->fd = -1;
+    return rc;
+}
+
 /* A copy of s fit for a log line: printable ASCII only, cut short. */
 static void log_safe(char *out, size_t size, const char *s)
 {
@@ -789,21 +809,12 @@ int http_client_request(const char *base_url, const char *method,
 
     char *head = build_head(&u, method, path, headers ? headers : "", has_type,
                             body, body_len, &head_len);
-    if (head == NULL) {
+    if (head == NULL)
         rc = fail_with(c, ERR_NOMEM, "out of memory");
-        goto out_free;
-    }
-    if ((rc = conn_open(c, &u)) != ERR_OK)
-        goto out_free_head;
-    struct iovec iov[2] = {{head, head_len}, {(void *)body, body_len}};
-    rc = conn_send(c, iov, body != NULL ? 2 : 1);
-    if (rc == ERR_OK)
-        rc = read_response(c, strcmp(method, "HEAD") == 0, out);
-    close(c->fd);
-
-out_free_head:
+    else
+        rc = exchange(c, &u, head, head_len, body, body_len,
+                      strcmp(method, "HEAD") == 0, out);
     free(head);
-out_free:
     if (rc != ERR_OK) {
         log_failure(base_url, method, path, rc, c->why);
         memset(out, 0, sizeof(*out));

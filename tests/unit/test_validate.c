@@ -353,6 +353,45 @@ TEST(object_checks)
     json_decref(b);
 }
 
+TEST(bool_checks)
+{
+    json_t *b = body("{'t': true, 'f': false, 'n': null, 'i': 1, 's': 'true'}");
+    struct verrs e = {0};
+    bool out = false;
+
+    CHECK(jv_bool(b, "t", "t", true, &out, &e));
+    CHECK(out);
+    CHECK(jv_bool(b, "f", "f", false, &out, &e));
+    CHECK(!out);
+    CHECK_INT(e.n, 0);
+
+    /* Missing: optional leaves *out alone; required records it. */
+    out = true;
+    CHECK(!jv_bool(b, "absent", "absent", false, &out, &e));
+    CHECK(out);
+    CHECK_INT(e.n, 0);
+    CHECK(!jv_bool(b, "absent", "show.absent", true, &out, &e));
+    CHECK_ONE(e, "show.absent", "required");
+
+    static const struct {
+        const char *key;
+        const char *detail;
+    } wrong[] = {
+        {"n", "n must be a boolean, not null"},
+        {"i", "i must be a boolean, not an integer"},
+        {"s", "s must be a boolean, not a string"},
+    };
+    for (size_t i = 0; i < sizeof(wrong) / sizeof(wrong[0]); i++) {
+        e = (struct verrs){0};
+        out = true;
+        CHECK(!jv_bool(b, wrong[i].key, wrong[i].key, false, &out, &e));
+        CHECK(out);
+        CHECK_ONE(e, wrong[i].key, "wrong-type");
+        CHECK_STR(e.items[0].detail, wrong[i].detail);
+    }
+    json_decref(b);
+}
+
 TEST(no_unknown_lists_each_field)
 {
     static const char *const allowed[] = {"name", "slug", NULL};
@@ -558,7 +597,7 @@ HARNESS_MAIN(T(string_present),
              T(string_length_bounds_inclusive), T(string_embedded_nul_refused),
              T(int_present_and_bounds_inclusive), T(int_negative_code),
              T(int_extremes), T(int_missing_and_wrong_type), T(array_checks),
-             T(object_checks), T(no_unknown_lists_each_field),
+             T(object_checks), T(bool_checks), T(no_unknown_lists_each_field),
              T(no_unknown_accepts_known_and_empty), T(paths),
              T(paths_truncated_to_field_max),
              T(verr_add_formats_and_keeps_order),

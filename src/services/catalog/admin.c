@@ -208,12 +208,13 @@ static bool check_time(json_t *b, const char *key, bool required, int64_t *out,
 
 static json_t *prepare_show(json_t *b, int64_t now_ms, struct verrs *e)
 {
-    static const char *const known[] = {"movie_id", "screen_id", "starts_at",
-                                        "ends_at",  "prices",    "hold_seconds",
-                                        NULL};
+    static const char *const known[] = {
+        "movie_id", "screen_id",    "starts_at",       "ends_at",
+        "prices",   "hold_seconds", "no_orphan_seats", NULL};
     int64_t movie_id = 0, screen_id = 0, starts = 0, ends = 0;
     int64_t hold = CATALOG_HOLD_SECONDS_DEFAULT;
     json_t *prices = NULL;
+    bool no_orphan = false;
 
     jv_no_unknown(b, "", known, e);
     jv_int(b, "movie_id", "movie_id", true, 1, INT64_MAX, &movie_id, e);
@@ -230,14 +231,15 @@ static json_t *prepare_show(json_t *b, int64_t now_ms, struct verrs *e)
     jv_object(b, "prices", "prices", true, &prices, e);
     jv_int(b, "hold_seconds", "hold_seconds", false, CATALOG_HOLD_SECONDS_MIN,
            CATALOG_HOLD_SECONDS_MAX, &hold, e);
+    jv_bool(b, "no_orphan_seats", "no_orphan_seats", false, &no_orphan, e);
     if (verr_any(e))
         return NULL;
     /* ends_at 0: the writer derives it from the movie's duration. */
-    return json_pack("{s:I, s:I, s:I, s:I, s:O, s:I}", "movie_id",
-                     (json_int_t)movie_id, "screen_id", (json_int_t)screen_id,
-                     "starts_at", (json_int_t)starts, "ends_at",
-                     (json_int_t)(has_end ? ends : 0), "prices", prices,
-                     "hold_seconds", (json_int_t)hold);
+    return json_pack(
+        "{s:I, s:I, s:I, s:I, s:O, s:I, s:b}", "movie_id", (json_int_t)movie_id,
+        "screen_id", (json_int_t)screen_id, "starts_at", (json_int_t)starts,
+        "ends_at", (json_int_t)(has_end ? ends : 0), "prices", prices,
+        "hold_seconds", (json_int_t)hold, "no_orphan_seats", no_orphan);
 }
 
 static json_t *prepare_cancel(json_t *b, struct verrs *e)
@@ -460,7 +462,8 @@ static const char SQL_SHOW_OVERLAP[] =
     "AND starts_at < ? AND ends_at > ? LIMIT 1";
 static const char SQL_INSERT_SHOW[] =
     "INSERT INTO shows (movie_id, screen_id, starts_at, ends_at, prices, "
-    "hold_seconds, status) VALUES (?, ?, ?, ?, ?, ?, 'scheduled')";
+    "hold_seconds, no_orphan_seats, status) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, 'scheduled')";
 
 /* The other scheduled show on the screen that [start, end) overlaps. */
 static int64_t find_overlap(struct store_conn *c, int64_t screen_id,
@@ -558,6 +561,8 @@ static int apply_show(struct catalog_write *w, struct store_conn *c)
     store_bind_int(st, 4, end);
     store_bind_text(st, 5, prices);
     store_bind_int(st, 6, in_int(w, "hold_seconds"));
+    store_bind_int(st, 7,
+                   json_is_true(json_object_get(w->input, "no_orphan_seats")));
     rc = run_insert(w, c, st, "show", &id);
     free(prices);
     if (rc != ERR_OK)
@@ -668,10 +673,31 @@ static bool admin_allowed(struct http_req *req, struct catalog *cat)
     return true;
 }
 
+/* Tells subscribers about a durable change to a show. */
+static void publish_show_change(const struct catalog_write *w)
+{
+    struct show_event ev;
+
+    if (w->op == CATALOG_OP_SHOW)
+        ev.type = SHOW_EVENT_SCHEDULED;
+    else if (w->op == CATALOG_OP_CANCEL_SHOW)
+        ev.type = SHOW_EVENT_CANCELLED;
+    else
+        return;
+    ev.show_id = json_integer_value(json_object_get(w->result, "id"));
+    ev.version = json_integer_value(json_object_get(w->result, "version"));
+    /* A dropped event is logged by the backend; booking fetches shows on
+     * demand, so the write stands either way. */
+    (void)show_events_publish(&w->cat->events, &ev);
+}
+
 static void answer_write(struct http_req *req, void *arg)
 {
     struct catalog_write *w = arg;
 
+    /* The write is durable even when its client has gone: publish first. */
+    if (w->status == 0)
+        publish_show_change(w);
     if (req == NULL) {
         catalog_write_free(w);
         return;

@@ -31,6 +31,9 @@ static const struct config_key catalog_keys[] = {
      "the demo data set"},
     {"catalog.cache", CONFIG_BOOL, "true", 0, 0,
      "keep rendered answers of public reads in memory"},
+    {"catalog.notify_urls", CONFIG_STRING, "", 0, 0,
+     "comma-separated base URLs (http://host:port) told of show events; "
+     "empty: none"},
 };
 
 static const struct http_route catalog_routes[] = {
@@ -159,11 +162,15 @@ int catalog_main(int argc, char **argv)
     cat.clock = clock_system();
     cat.admin_token = config_str(&cfg, "catalog.admin_token");
     cat.cache_enabled = config_bool(&cfg, "catalog.cache");
+    rc = show_events_http_open(config_str(&cfg, "catalog.notify_urls"),
+                               &cat.events);
+    if (rc != ERR_OK)
+        goto out_store;
 
     if (config_bool(&cfg, "catalog.demo") &&
         catalog_demo_load(&cat, config_str(&cfg, "catalog.demo_file")) !=
             ERR_OK)
-        goto out_store;
+        goto out_events;
 
     http_server_config_from(&hc, &cfg, "catalog");
     hc.app = &cat;
@@ -174,11 +181,14 @@ int catalog_main(int argc, char **argv)
                             sizeof(catalog_routes) / sizeof(catalog_routes[0]),
                             &server);
     if (rc != ERR_OK)
-        goto out_store;
+        goto out_events;
     rc = http_server_run(server);
     http_server_free(server);
     exit_code = rc == ERR_OK ? 0 : 1;
 
+out_events:
+    /* After the server: no write is left to publish an event. */
+    show_events_close(&cat.events);
 out_store:
     store_close(cat.store);
 out_config:

@@ -17,6 +17,7 @@
 #include "base/clock.h"
 #include "domain/validate.h"
 #include "http/http.h"
+#include "services/catalog/events.h"
 #include "store/store.h"
 
 #define CATALOG_PAGE_DEFAULT         20
@@ -41,6 +42,7 @@ struct catalog {
     struct clock *clock;
     const char *admin_token; /* "" disables admin routes */
     bool cache_enabled;
+    struct show_events events; /* published after durable show writes */
 };
 
 struct catalog_cache;

@@ -124,7 +124,7 @@ static const char SQL_SHOW[] =
     "s.hold_seconds, s.cancel_reason, s.version, "
     "m.id, m.title, m.language, m.duration_minutes, m.certificate, "
     "c.id, c.name, c.address, c.city_id, ci.currency, "
-    "sc.id, sc.name, sc.seat_count, sc.layout "
+    "sc.id, sc.name, sc.seat_count, sc.layout, s.no_orphan_seats "
     "FROM shows s JOIN movies m ON m.id = s.movie_id "
     "JOIN screens sc ON sc.id = s.screen_id "
     "JOIN cinemas c ON c.id = sc.cinema_id "
@@ -148,14 +148,15 @@ static json_t *show_from_row(struct store_stmt *st, int64_t id)
         store_col_text(st, 19), "seat_count", (json_int_t)store_col_int(st, 20),
         "layout", stored_json(store_col_text(st, 21), "layout", id));
     out = json_pack(
-        "{s:I, s:s, s:o, s:o, s:o, s:o, s:o, s:s, s:o, s:I, s:I}", "id",
+        "{s:I, s:s, s:o, s:o, s:o, s:o, s:o, s:s, s:o, s:I, s:I, s:b}", "id",
         (json_int_t)store_col_int(st, 0), "status", store_col_text(st, 1),
         "starts_at", catalog_time_json(store_col_int(st, 2)), "ends_at",
         catalog_time_json(store_col_int(st, 3)), "movie", movie, "cinema",
         cinema, "screen", screen, "currency", store_col_text(st, 17), "prices",
         stored_json(store_col_text(st, 4), "prices", id), "hold_seconds",
         (json_int_t)store_col_int(st, 5), "version",
-        (json_int_t)store_col_int(st, 7));
+        (json_int_t)store_col_int(st, 7), "no_orphan_seats",
+        store_col_int(st, 22) != 0);
     if (!store_col_is_null(st, 6))
         json_object_set_new(out, "cancel_reason",
                             json_string(store_col_text(st, 6)));

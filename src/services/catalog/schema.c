@@ -53,6 +53,10 @@ const struct store_migration catalog_migrations[] = {
      "CREATE INDEX shows_by_screen ON shows (screen_id, starts_at);"
      "CREATE INDEX shows_by_movie ON shows (movie_id, starts_at);"
      "CREATE INDEX cinemas_by_city ON cinemas (city_id);"},
+    /* Booking refuses holds that would strand a single empty seat. */
+    {2, "show no-orphan-seats rule",
+     "ALTER TABLE shows ADD COLUMN no_orphan_seats INTEGER NOT NULL "
+     "DEFAULT 0;"},
 };
 
 const size_t catalog_nmigrations =
