@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Runs the catalog service with demo data, in the foreground, for a person to
-# try.  `make run` builds the release binary first.  The database lives in
-# var/ of the repository; delete var/catalog.db to start again from the demo
-# data.  Ctrl-C stops the service.
+# Runs the catalog (with demo data) and the booking service, in the
+# foreground, for a person to try.  `make run` builds the release binary
+# first.  The databases live in var/ of the repository; delete them to start
+# again from the demo data.  Ctrl-C stops both, gracefully.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bin=build/release/marquee
 host=127.0.0.1
-port=8081
-url=http://$host:$port
+catalog_port=8081
+booking_port=8082
+catalog=http://$host:$catalog_port
+booking=http://$host:$booking_port
 token=demo-admin-token
 
 if [[ ! -x $bin ]]; then
@@ -19,18 +21,42 @@ if [[ ! -x $bin ]]; then
 fi
 mkdir -p var
 
+pids=()
+stop() {
+    trap - INT TERM
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    wait "${pids[@]}" 2>/dev/null || true
+}
+trap stop INT TERM
+
+# Host and ports are given so that the addresses printed below are the
+# ones served, whatever a MARQUEE_HTTP_* variable in the environment says.
+"$bin" catalog --http.host="$host" --http.port="$catalog_port" \
+    --catalog.demo=true --catalog.admin_token="$token" \
+    --catalog.notify_urls="$booking" --store.path=var/catalog.db &
+pids+=($!)
+"$bin" booking --http.host="$host" --http.port="$booking_port" \
+    --booking.catalog_url="$catalog" --store.path=var/booking.db &
+pids+=($!)
+
+for url in "$catalog" "$booking"; do
+    for _ in $(seq 1 100); do
+        curl -sf "$url/readyz" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+done
+
 cat <<INFO
-Marquee catalog, with demo data, at $url (Ctrl-C stops it)
+
+Marquee, with demo data (Ctrl-C stops it):
+  catalog  $catalog   (admin routes take -H 'Authorization: Bearer $token')
+  booking  $booking
 Try:
-  curl -s $url/v1/shows/1
-  curl -si $url/readyz
-Admin routes take: -H 'Authorization: Bearer $token'
-Database: var/catalog.db (delete it to start again from the demo data)
+  curl -s $catalog/v1/shows/1
+  curl -s $booking/v1/shows/1/seats
+  curl -s -H 'X-Customer-Id: me' -H 'Content-Type: application/json' \\
+       -d '{"seats":["A1","A2"]}' $booking/v1/shows/1/holds
+Databases: var/catalog.db, var/booking.db (delete them to start again)
 
 INFO
-
-# The host and port are given so that the address printed above is the one
-# served, whatever a MARQUEE_HTTP_* variable in the environment says.
-exec "$bin" catalog --http.host="$host" --http.port="$port" \
-    --catalog.demo=true --catalog.admin_token="$token" \
-    --store.path=var/catalog.db
+wait "${pids[@]}"

@@ -301,6 +301,96 @@ class SeatMapAndHoldsTest(unittest.TestCase):
                          404)
 
 
+def future(days, hour=23, minute=0):
+    import datetime
+    d = datetime.datetime.now(datetime.timezone.utc).date()
+    t = datetime.datetime.combine(d + datetime.timedelta(days=days),
+                                  datetime.time(hour, minute),
+                                  tzinfo=datetime.timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class CatalogLinkTest(unittest.TestCase):
+    """Shows announced by the catalog, and the per-show no-orphan rule."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.p = Platform()
+        # The catalog learns booking's address once booking has one.
+        cls.p.catalog.stop()
+        cls.p.catalog.args.append(
+            f"--catalog.notify_urls={cls.p.booking.url}")
+        cls.p.catalog.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        codes = cls.p.close()
+        assert codes == [0, 0], codes
+
+    def new_show(self, day, **extra):
+        body = {"movie_id": 1, "screen_id": 3, "starts_at": future(day),
+                "prices": {"classic": 18000, "prime": 25000}}
+        body.update(extra)
+        status, _, show = self.p.catalog.json(
+            "POST", "/v1/admin/shows", body,
+            {"Authorization": f"Bearer {TOKEN}"})
+        self.assertEqual(status, 201, show)
+        return show
+
+    def wait_for_log(self, text, timeout=10):
+        deadline = time.monotonic() + timeout
+        while text not in self.p.booking.log():
+            self.assertLess(time.monotonic(), deadline, f"no {text!r}")
+            time.sleep(0.05)
+
+    def test_scheduled_show_is_installed_from_the_event(self):
+        show = self.new_show(20)
+        # Nobody asked booking for it: the event made booking fetch it.
+        self.wait_for_log(f"show_installed show={show['id']} ")
+        _, _, m = self.p.booking.json("GET",
+                                      f"/v1/shows/{show['id']}/seats")
+        self.assertEqual(m["status"], "open")
+        status, _, _ = self.p.catalog.json(
+            "POST", f"/v1/admin/shows/{show['id']}/cancel", {},
+            {"Authorization": f"Bearer {TOKEN}"})
+        self.assertEqual(status, 200)
+        deadline = time.monotonic() + 10
+        while True:
+            status, _, body = hold(self.p.booking, show["id"],
+                                   seat_ids(m, 0, 1))
+            if status == 409 and body["type"] == "/problems/show-closed":
+                break
+            self.assertLess(time.monotonic(), deadline, body)
+            if status == 201:
+                self.p.booking.json("DELETE", f"/v1/holds/{body['id']}")
+            time.sleep(0.1)
+        _, _, m2 = self.p.booking.json("GET",
+                                       f"/v1/shows/{show['id']}/seats")
+        self.assertEqual(m2["status"], "cancelled")
+
+    def test_no_orphan_seat_rule(self):
+        show = self.new_show(21, no_orphan_seats=True)
+        _, _, m = self.p.booking.json("GET", f"/v1/shows/{show['id']}/seats")
+        row = seat_ids(m, 0)  # studio row A: blocks of 3, 8 and 3 seats
+        a1, a2, a3, a4, a5, a6 = row[0:6]
+        # A2 alone would strand A1 and A3, each against an aisle.
+        status, _, body = hold(self.p.booking, show["id"], [a2])
+        self.assertEqual((status, body["type"]), (409, "/problems/orphan-seat"))
+        self.assertEqual(body["seats"], [a1, a3])
+        # In the block of eight (A4..A11), A5 alone would strand A4.
+        status, _, body = hold(self.p.booking, show["id"], [a5])
+        self.assertEqual(body["seats"], [a4])
+        # A4 and A5 together strand nothing; then A6 is fine too.
+        self.assertEqual(hold(self.p.booking, show["id"], [a4, a5])[0], 201)
+        self.assertEqual(hold(self.p.booking, show["id"], [a6])[0], 201)
+        # A show without the rule allows the same hold.
+        plain = self.new_show(22)
+        _, _, m = self.p.booking.json("GET",
+                                      f"/v1/shows/{plain['id']}/seats")
+        self.assertEqual(hold(self.p.booking, plain["id"],
+                              [seat_ids(m, 0)[4]])[0], 201)
+
+
 class ExpiryTest(unittest.TestCase):
 
     def test_holds_expire_and_seats_come_back(self):
