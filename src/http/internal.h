@@ -70,6 +70,7 @@ struct http_server {
     struct http_thread *threads;
     int nthreads;
     int port;
+    pthread_barrier_t ready; /* every loop thread set up */
     atomic_bool stop_requested;
     atomic_int cut_off; /* set when work was abandoned at the deadline */
     /* Requests in flight, deferred answers, posted tasks and holds, over

@@ -543,6 +543,45 @@ static void thread_dispose(struct http_thread *t)
     h2o_evloop_destroy(loop);
 }
 
+static void thread_init(struct http_server *s, struct http_thread *t, int i,
+                        int listen_fd)
+{
+    t->server = s;
+    t->index = i;
+    t->listen_fd = listen_fd;
+    t->max_conns = (size_t)(s->cfg.max_connections / s->nthreads);
+    if (t->max_conns == 0)
+        t->max_conns = 1;
+    h2o_linklist_init_anchor(&t->conns);
+    rand_seed_secure(&t->rng);
+    pthread_mutex_init(&t->task_lock, NULL);
+}
+
+/*
+ * Makes the thread's loop, context, queue and sockets.  It must run on the
+ * loop thread itself: h2o's sockets take their buffers from the creating
+ * thread's allocator (thread-local, unlocked), so a socket made on another
+ * thread would share that thread's free lists with this one.
+ */
+static void thread_setup(struct http_thread *t)
+{
+    struct http_server *s = t->server;
+
+    h2o_context_init(&t->ctx, h2o_evloop_create(), &s->globalconf);
+    t->accept_ctx.ctx = &t->ctx;
+    t->accept_ctx.hosts = s->globalconf.hosts;
+    t->queue = h2o_multithread_create_queue(t->ctx.loop);
+    h2o_multithread_register_receiver(t->queue, &t->async_receiver,
+                                      on_async_messages);
+    h2o_multithread_register_receiver(t->queue, &t->stop_receiver,
+                                      on_stop_message);
+    h2o_multithread_register_receiver(t->queue, &t->task_receiver,
+                                      on_task_messages);
+    t->listener = h2o_evloop_socket_create(t->ctx.loop, t->listen_fd,
+                                           H2O_SOCKET_FLAG_DONT_READ);
+    t->listener->data = t;
+}
+
 static void on_tick(h2o_timeout_entry_t *entry)
 {
     struct http_thread *t =
@@ -558,8 +597,12 @@ static void *thread_main(void *arg)
     struct http_thread *t = arg;
     struct http_server *s = t->server;
 
+    thread_setup(t);
     if (s->cfg.thread_start != NULL)
         t->data = s->cfg.thread_start(s->cfg.app, t->index);
+    /* No thread takes requests (which may post tasks to the others)
+     * before every thread can receive them. */
+    pthread_barrier_wait(&s->ready);
     if (s->cfg.tick != NULL && s->cfg.tick_ms > 0) {
         h2o_timeout_init(t->ctx.loop, &t->tick_timeout,
                          (uint64_t)s->cfg.tick_ms);
@@ -581,33 +624,6 @@ static void *thread_main(void *arg)
                  t->index, t->nconns, (unsigned long long)t->inflight);
     }
     return NULL;
-}
-
-static void thread_init(struct http_server *s, struct http_thread *t, int i,
-                        int listen_fd)
-{
-    t->server = s;
-    t->index = i;
-    t->listen_fd = listen_fd;
-    t->max_conns = (size_t)(s->cfg.max_connections / s->nthreads);
-    if (t->max_conns == 0)
-        t->max_conns = 1;
-    h2o_linklist_init_anchor(&t->conns);
-    rand_seed_secure(&t->rng);
-    h2o_context_init(&t->ctx, h2o_evloop_create(), &s->globalconf);
-    t->accept_ctx.ctx = &t->ctx;
-    t->accept_ctx.hosts = s->globalconf.hosts;
-    t->queue = h2o_multithread_create_queue(t->ctx.loop);
-    h2o_multithread_register_receiver(t->queue, &t->async_receiver,
-                                      on_async_messages);
-    h2o_multithread_register_receiver(t->queue, &t->stop_receiver,
-                                      on_stop_message);
-    h2o_multithread_register_receiver(t->queue, &t->task_receiver,
-                                      on_task_messages);
-    pthread_mutex_init(&t->task_lock, NULL);
-    t->listener = h2o_evloop_socket_create(t->ctx.loop, listen_fd,
-                                           H2O_SOCKET_FLAG_DONT_READ);
-    t->listener->data = t;
 }
 
 /*
@@ -783,10 +799,14 @@ int http_server_run(struct http_server *s)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    /* The loop threads and this one: messages go out only once every
+     * thread has its queue. */
+    pthread_barrier_init(&s->ready, NULL, (unsigned)s->nthreads + 1);
     for (int i = 0; i < s->nthreads; i++) {
         s->threads[i].started = true;
         pthread_create(&s->threads[i].tid, NULL, thread_main, &s->threads[i]);
     }
+    pthread_barrier_wait(&s->ready);
     log_info("http", "listening service=%s host=%s port=%d threads=%d",
              s->cfg.name, s->cfg.host, s->port, s->nthreads);
 
@@ -803,6 +823,7 @@ int http_server_run(struct http_server *s)
                                      &s->threads[i].stop_message);
     for (int i = 0; i < s->nthreads; i++)
         pthread_join(s->threads[i].tid, NULL);
+    pthread_barrier_destroy(&s->ready);
 
     int cut = atomic_load(&s->cut_off);
     log_info("http", "stopped service=%s cut_off=%d", s->cfg.name, cut);
@@ -826,8 +847,11 @@ void http_server_free(struct http_server *s)
     for (size_t i = 0; i < s->nroutes; i++)
         http_route_free(&s->routes[i]);
     for (int i = 0; s->threads != NULL && i < s->nthreads; i++) {
-        if (!s->threads[i].started)
-            thread_dispose(&s->threads[i]);
+        if (!s->threads[i].started) {
+            close(s->threads[i].listen_fd);
+            pthread_mutex_destroy(&s->threads[i].task_lock);
+            continue;
+        }
         /* A thread that stopped busy keeps its h2o state (see thread_main):
          * it stays reachable until the process exits. */
         if (s->threads[i].queue != NULL)

@@ -439,6 +439,7 @@ class NoOversellTest(unittest.TestCase):
         errors = []
         try:
             _, _, m = p.booking.json("GET", "/v1/shows/2/seats")
+            p.bookings[1].json("GET", "/v1/shows/2/seats")
             pool = seat_ids(m, 0)[:12]
             lock = threading.Lock()
 
@@ -491,9 +492,33 @@ class NoOversellTest(unittest.TestCase):
         con.close()
         missing = [a["id"] for a in acks if a["id"] not in known]
         self.assertEqual(missing, [])
-        # The processes did race: the database refused what memory allowed.
-        logs = "".join(b.log() for b in p.bookings)
-        self.assertIn("hold_refused_by_database", logs)
+
+
+
+class OptimisticGuardTest(unittest.TestCase):
+
+    def test_the_database_refuses_what_a_stale_process_allows(self):
+        """Two processes that both believe they own a show: the second's
+        memory says the seat is free, the database says no."""
+        p = Platform(bookings=2)
+        try:
+            a, b = p.bookings
+            _, _, m = a.json("GET", "/v1/shows/2/seats")
+            b.json("GET", "/v1/shows/2/seats")  # both have it in memory
+            seat = seat_ids(m, 0, 1)
+            status, _, first = hold(a, 2, seat)
+            self.assertEqual(status, 201)
+            status, _, body = hold(b, 2, seat)
+            self.assertEqual((status, body["type"]),
+                             (409, "/problems/seats-taken"))
+            self.assertEqual(body["seats"], seat)
+            self.assertIn("hold_refused_by_database", b.log())
+            # b learned it: the next try is refused from memory.
+            _, _, mb = b.json("GET", "/v1/shows/2/seats")
+            self.assertEqual(mb["rows"][0]["states"][0], "H")
+            self.assertEqual(p.stop(), [0, 0, 0])
+        finally:
+            p.cleanup()
 
 
 class CrashTest(unittest.TestCase):
