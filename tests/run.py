@@ -6,7 +6,8 @@ Runs, in order:
                binaries of build/release/tests/
   integration  every tests/integration/test_*.py (unittest modules), each in
                its own process, with MARQUEE_BIN set to build/asan/marquee
-  lint         the API description, docs/api/openapi.yaml, through redocly
+  lint         every API description, docs/api/*.yaml, through redocly (one
+               test per file)
 
 Usage:
   tests/run.py                       everything
@@ -50,7 +51,7 @@ SUITES = ("unit", "integration", "lint")
 REDOCLY = os.path.join(ROOT, "build", "node", "node_modules", ".bin",
                        "redocly")
 REDOCLY_CONFIG = os.path.join("tests", "tools", "redocly.yaml")
-API_SPEC = os.path.join("docs", "api", "openapi.yaml")
+API_DIR = os.path.join("docs", "api")
 
 SUBRUN_TIMEOUT_S = float(os.environ.get("MARQUEE_TEST_TIMEOUT", "300"))
 BUDGET_S = float(os.environ.get("MARQUEE_TEST_BUDGET", "780"))
@@ -405,13 +406,34 @@ def run_module_in_child(module, result_path, names):
 
 # ---------------------------------------------------------------- lint
 
+def api_specs():
+    """The API descriptions to lint: docs/api/*.yaml, relative to ROOT."""
+    folder = os.path.join(ROOT, API_DIR)
+    if not os.path.isdir(folder):
+        return []
+    return [os.path.join(API_DIR, entry)
+            for entry in sorted(os.listdir(folder))
+            if entry.endswith(".yaml")
+            and os.path.isfile(os.path.join(folder, entry))]
+
+
 def run_lint(tally):
-    label = "lint docs/api/openapi.yaml"
+    specs = api_specs()
+    if not specs:
+        label = f"lint {API_DIR}/*.yaml"
+        header(label)
+        footer(f"{label}: FAILED, no API description found")
+        tally.add(label, 0, 1, reason="no API description found")
+        return
+    for spec in specs:
+        run_lint_spec(tally, spec)
+
+
+def run_lint_spec(tally, spec):
+    label = f"lint {spec}"
     header(label)
     problem = None
-    if not os.path.isfile(os.path.join(ROOT, API_SPEC)):
-        problem = f"{API_SPEC} is missing"
-    elif not os.access(REDOCLY, os.X_OK):
+    if not os.access(REDOCLY, os.X_OK):
         problem = f"{rel(REDOCLY)} is missing; run scripts/deps.sh"
     elif tally.timeout() <= 0:
         problem = "not run: the time budget is used up"
@@ -422,7 +444,7 @@ def run_lint(tally):
 
     env = dict(os.environ, REDOCLY_TELEMETRY="off",
                REDOCLY_SUPPRESS_UPDATE_NOTICE="true", NO_COLOR="1")
-    argv = [REDOCLY, "lint", "--config", REDOCLY_CONFIG, API_SPEC]
+    argv = [REDOCLY, "lint", "--config", REDOCLY_CONFIG, spec]
     started = time.monotonic()
     code, _ = stream(argv, env, tally.timeout())
     took = time.monotonic() - started

@@ -639,6 +639,10 @@ struct lg_conn {
     int idle_pos;        /* index in run->idle, or -1 */
     int64_t since_ns;    /* LG_BUSY: scheduled time; LG_CONNECTING: start */
     int64_t retry_at_ns; /* LG_DOWN: when to connect again */
+    uint64_t seq;        /* of the hold request in flight, names its customer */
+    bool resend;         /* c->out is to be sent again once connected */
+    bool resent;         /* the hold in c->out was already sent twice */
+    int64_t resend_sched_ns;
     size_t out_len, out_off, in_len;
     char out[LG_REQUEST_MAX];
     char in[LG_ANSWER_MAX];
@@ -648,6 +652,7 @@ struct lg_counts {
     uint64_t sent, created, conflicts, client_errors, server_errors, other;
     uint64_t timeouts, io_errors, connect_errors, dropped;
     uint64_t releases_sent, releases_ok, releases_failed;
+    uint64_t resent; /* holds sent again after a connection was lost */
 };
 
 struct lg_run {
@@ -673,7 +678,7 @@ struct lg_run {
     int epfd, tfd, sfd;
     struct lg_conn *conns;
     int *idle;
-    int nidle, nbusy;
+    int nidle, nbusy, nresend;
     int64_t *backlog; /* ring of scheduled times, LOADGEN_BACKLOG_MAX */
     size_t bl_head, bl_len, bl_peak;
     int64_t start_ns;
@@ -740,17 +745,47 @@ static void conn_close(struct lg_run *run, struct lg_conn *c,
     c->retry_at_ns = retry_at_ns;
 }
 
-/* The request in flight on c failed (reset, bad answer, timeout). */
+static void conn_open(struct lg_run *run, struct lg_conn *c, int64_t now);
+
+/*
+ * The request in flight on c failed (reset, bad answer, timeout).  A hold
+ * that got no byte of answer is sent once more, the same bytes on a new
+ * connection in the same slot, keeping its scheduled time: a server may
+ * close an idle keep-alive connection just as a request leaves on it, and
+ * the request's idempotency key makes a second copy harmless.  It still
+ * times out timeout_ms after its scheduled time.
+ */
 static void conn_fail(struct lg_run *run, struct lg_conn *c, bool timeout,
                       int64_t now)
 {
-    if (c->state == LG_BUSY && c->kind == LG_RELEASE)
+    bool resend = false;
+
+    if (c->state == LG_BUSY && c->kind == LG_RELEASE) {
         run->n.releases_failed++;
-    else if (c->state == LG_BUSY && timeout)
+    } else if (c->state == LG_BUSY && timeout) {
         run->n.timeouts++;
-    else if (c->state == LG_BUSY)
+    } else if (c->state == LG_BUSY && c->in_len == 0 && !c->resent) {
+        resend = true;
+        c->resent = true;
+        c->resend_sched_ns = c->since_ns;
+        run->n.resent++;
+        run->nresend++;
+    } else if (c->state == LG_BUSY) {
         run->n.io_errors++;
+    }
     conn_close(run, c, now);
+    c->resend = resend;
+    if (resend)
+        conn_open(run, c, now);
+}
+
+/* A hold waiting to be sent again gives up at its deadline. */
+static void resend_give_up(struct lg_run *run, struct lg_conn *c)
+{
+    assert(c->resend && run->nresend > 0);
+    c->resend = false;
+    run->nresend--;
+    run->n.timeouts++;
 }
 
 static void conn_open(struct lg_run *run, struct lg_conn *c, int64_t now)
@@ -822,6 +857,9 @@ static void build_hold(struct lg_run *run, struct lg_conn *c)
     size_t blen = 0;
     uint64_t seq = ++run->seq;
     int n;
+
+    c->seq = seq;
+    c->resent = false;
 
     loadgen_show_pick(show, &run->rng, seats);
     blen += (size_t)snprintf(body, sizeof(body), "{\"seats\":[");
@@ -922,7 +960,7 @@ static bool start_release(struct lg_run *run, struct lg_conn *c,
                      "Content-Length: 0\r\n"
                      "\r\n",
                      id, run->host, run->port, run->tag,
-                     (unsigned long long)run->seq);
+                     (unsigned long long)c->seq);
     json_decref(doc);
     run->n.releases_sent++;
     if (n <= 0 || (size_t)n >= sizeof(c->out)) {
@@ -1044,6 +1082,18 @@ static void conn_on_writable(struct lg_run *run, struct lg_conn *c, int64_t now)
         return;
     }
     conn_set_out(run, c, false);
+    if (c->resend) {
+        /* The lost hold goes out again, with its first scheduled time. */
+        c->resend = false;
+        run->nresend--;
+        c->state = LG_BUSY;
+        c->kind = LG_HOLD;
+        c->since_ns = c->resend_sched_ns;
+        c->out_off = 0;
+        run->nbusy++;
+        conn_flush(run, c, now);
+        return;
+    }
     conn_free(run, c, now);
 }
 
@@ -1060,6 +1110,8 @@ static void sweep(struct lg_run *run, int64_t now)
     for (int i = 0; i < run->nconns; i++) {
         struct lg_conn *c = &run->conns[i];
 
+        if (c->resend && now - c->resend_sched_ns > run->timeout_ns)
+            resend_give_up(run, c);
         if (c->state == LG_BUSY && now - c->since_ns > run->timeout_ns) {
             conn_fail(run, c, true, now);
         } else if (c->state == LG_CONNECTING &&
@@ -1067,7 +1119,7 @@ static void sweep(struct lg_run *run, int64_t now)
             run->n.connect_errors++;
             conn_close(run, c, now);
         } else if (c->state == LG_DOWN && c->retry_at_ns <= now &&
-                   (!schedule_over(run) || run->bl_len > 0)) {
+                   (!schedule_over(run) || run->bl_len > 0 || c->resend)) {
             conn_open(run, c, now);
         }
     }
@@ -1204,6 +1256,12 @@ static int open_pool(struct lg_run *run)
     return ERR_OK;
 }
 
+/* Nothing waits for a connection, for an answer or to be sent again. */
+static bool all_answered(const struct lg_run *run)
+{
+    return run->bl_len == 0 && run->nbusy == 0 && run->nresend == 0;
+}
+
 static void drive(struct lg_run *run)
 {
     struct epoll_event events[LG_EVENTS_MAX];
@@ -1225,8 +1283,8 @@ static void drive(struct lg_run *run)
         hard_stop = run->start_ns +
                     loadgen_schedule_offset_ns(run->rate, run->total) +
                     run->timeout_ns + LG_DRAIN_EXTRA_MS * NS_PER_MS;
-        if (schedule_over(run) && ((run->bl_len == 0 && run->nbusy == 0) ||
-                                   now > hard_stop || run->signals > 1))
+        if (schedule_over(run) &&
+            (all_answered(run) || now > hard_stop || run->signals > 1))
             break;
         arm_timer(run);
 
@@ -1236,9 +1294,12 @@ static void drive(struct lg_run *run)
     }
 
     /* What is still out never got its answer in time. */
-    for (int i = 0; i < run->nconns; i++)
+    for (int i = 0; i < run->nconns; i++) {
         if (run->conns[i].state == LG_BUSY)
             conn_fail(run, &run->conns[i], true, now);
+        if (run->conns[i].resend)
+            resend_give_up(run, &run->conns[i]);
+    }
     run->n.timeouts += run->bl_len;
     run->bl_len = 0;
 }
@@ -1338,6 +1399,7 @@ static int fetch_show(struct lg_run *run, struct lg_fetch *f, int64_t id,
 
     snprintf(path, sizeof(path), "/v1/shows/%lld/seats", (long long)id);
     for (int attempt = 0; attempt < LG_FETCH_TRIES; attempt++) {
+        on_signal(run); /* the loop does not run yet: look by hand */
         if (run->signals > 0)
             return ERR_CLOSED;
         if (fetch_once(run, f, path, &r) != ERR_OK || r.status >= 500) {
@@ -1501,7 +1563,14 @@ static int setup_loop(struct lg_run *run)
         run->conns[i].idle_pos = -1;
     }
 
-    /* main() blocked SIGINT and SIGTERM; they arrive here instead. */
+    /*
+     * main() blocked SIGINT and SIGTERM; they arrive here instead.  A shell
+     * starts background jobs with SIGINT ignored, and an ignored signal
+     * never reaches a signalfd: back to the default, which blocking keeps
+     * from ending the process.
+     */
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
@@ -1583,6 +1652,7 @@ static void report(const struct lg_run *run)
         "failed", (json_int_t)n->releases_failed, "latency_ms", "all",
         latency_json(&run->all), "created", latency_json(&run->created));
 
+    json_object_set_new(out, "resent", json_integer((json_int_t)n->resent));
     json_object_set_new(out, "backlog_peak",
                         json_integer((json_int_t)run->bl_peak));
     json_dumpf(out, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(10));

@@ -7,9 +7,10 @@ fails the test when the process did not exit in time or its log holds a
 sanitizer report, so every integration test also proves that the ASan build
 ran clean.
 
-ApiSchema checks a response against docs/api/openapi.yaml: the status must
-be documented for the operation, the content type too, and the body must
-match the documented JSON Schema.
+ApiSchema checks a response against an API description, by default
+docs/api/openapi.yaml (ApiSchema.for_file("booking.yaml") gives another
+file of docs/api): the status must be documented for the operation, the
+content type too, and the body must match the documented JSON Schema.
 
     from support import ApiSchema, Service, repo_path
 
@@ -44,7 +45,8 @@ import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
-SPEC_PATH = os.path.join(ROOT, "docs", "api", "openapi.yaml")
+API_DIR = os.path.join(ROOT, "docs", "api")
+SPEC_PATH = os.path.join(API_DIR, "openapi.yaml")
 
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 20.0
@@ -411,6 +413,7 @@ class ApiSchema:
     """Checks responses against an OpenAPI 3.1 description."""
 
     _default = None
+    _by_path = {}
 
     def __init__(self, spec=None):
         """spec: the parsed description (a dict), or a path to its YAML
@@ -435,6 +438,27 @@ class ApiSchema:
         if cls._default is None:
             cls._default = cls()
         return cls._default
+
+    @classmethod
+    def for_file(cls, name):
+        """Another description, parsed once per process.
+
+        name is a file of docs/api ("booking.yaml"), or a path: absolute,
+        or relative to the repository root.  for_file("openapi.yaml") is
+        default().
+        """
+        if os.path.isabs(name):
+            path = name
+        elif os.path.dirname(name):
+            path = os.path.join(ROOT, name)
+        else:
+            path = os.path.join(API_DIR, name)
+        path = os.path.realpath(path)
+        if path == os.path.realpath(SPEC_PATH):
+            return cls.default()
+        if path not in cls._by_path:
+            cls._by_path[path] = cls(path)
+        return cls._by_path[path]
 
     # ------------------------------------------------------------ lookup
 

@@ -491,6 +491,100 @@ TEST(live_graceful_stop_finishes_in_flight)
     close(fd);
 }
 
+/* --- tasks, ticks and holds ---------------------------------------------- */
+
+static int thread_ids[HTTP_THREADS_MAX];
+static atomic_int ticks[2];
+static atomic_int task_ran_on[4];
+
+static void *start_record_index(void *app, int index)
+{
+    (void)app;
+    thread_ids[index] = index;
+    return &thread_ids[index];
+}
+
+static void tick_count(void *app, void *data, int index)
+{
+    (void)app;
+    CHECK(data == &thread_ids[index]);
+    atomic_fetch_add(&ticks[index], 1);
+}
+
+static void task_note_thread(void *thread_data, void *arg)
+{
+    int slot = (int)(intptr_t)arg;
+
+    atomic_store(&task_ran_on[slot], *(int *)thread_data + 1);
+}
+
+struct releaser {
+    struct http_server *server;
+    atomic_bool released;
+};
+
+static void *release_later(void *arg)
+{
+    struct releaser *r = arg;
+
+    usleep(300 * 1000);
+    atomic_store(&r->released, true);
+    http_server_release(r->server);
+    return NULL;
+}
+
+TEST(tasks_run_on_their_thread_ticks_and_holds)
+{
+    struct http_server_config cfg = {
+        .name = "test", .host = "127.0.0.1", .port = 0, .threads = 2,
+        .max_connections = 10, .max_body_bytes = 256,
+        .max_header_bytes = 2048, .request_timeout_ms = 5000,
+        .shutdown_timeout_ms = 5000, .thread_start = start_record_index,
+        .tick = tick_count, .tick_ms = 20,
+    };
+    struct live l = {0};
+    struct releaser r = {0};
+    pthread_t rel;
+
+    for (int i = 0; i < 4; i++)
+        atomic_store(&task_ran_on[i], 0);
+    atomic_store(&ticks[0], 0);
+    atomic_store(&ticks[1], 0);
+    CHECK_INT(http_server_create(&cfg, test_routes, 1, &l.server), ERR_OK);
+    CHECK_INT(http_server_threads(l.server), 2);
+    pthread_create(&l.tid, NULL, run_server, &l);
+
+    /* Posted before or after the threads are up: each runs where sent. */
+    for (int i = 0; i < 4; i++)
+        CHECK(http_server_post(l.server, i % 2, task_note_thread,
+                               (void *)(intptr_t)i));
+    for (int tries = 0; tries < 200; tries++) {
+        bool all = true;
+        for (int i = 0; i < 4; i++)
+            all = all && atomic_load(&task_ran_on[i]) != 0;
+        if (all && atomic_load(&ticks[0]) >= 3 && atomic_load(&ticks[1]) >= 3)
+            break;
+        usleep(10 * 1000);
+    }
+    for (int i = 0; i < 4; i++)
+        CHECK_INT(atomic_load(&task_ran_on[i]), i % 2 + 1);
+    CHECK(atomic_load(&ticks[0]) >= 3);
+    CHECK(atomic_load(&ticks[1]) >= 3);
+
+    /* A hold keeps the server running past the stop until released. */
+    r.server = l.server;
+    http_server_hold(l.server);
+    pthread_create(&rel, NULL, release_later, &r);
+    http_server_stop(l.server);
+    pthread_join(l.tid, NULL);
+    CHECK(atomic_load(&r.released));
+    pthread_join(rel, NULL);
+    CHECK_INT(l.rc, ERR_OK);
+    /* Stopped threads take no more tasks. */
+    CHECK(!http_server_post(l.server, 0, task_note_thread, (void *)0));
+    http_server_free(l.server);
+}
+
 HARNESS_MAIN(T(route_literal_and_params), T(route_bad_patterns_refused),
              T(route_root_has_no_segment), T(live_routes_params_and_problems),
              T(live_request_id_kept_or_made), T(live_json_bodies),
@@ -498,4 +592,5 @@ HARNESS_MAIN(T(route_literal_and_params), T(route_bad_patterns_refused),
              T(live_deferred_answer_and_gone_client),
              T(live_max_connections_waits_in_backlog),
              T(live_slow_client_cut_off_others_served),
-             T(live_graceful_stop_finishes_in_flight))
+             T(live_graceful_stop_finishes_in_flight),
+             T(tasks_run_on_their_thread_ticks_and_holds))

@@ -175,21 +175,26 @@ static bool read_seats(struct http_req *req, struct booking *b,
     jv_no_unknown(body, "", known, &e);
     if (jv_array(body, "seats", "seats", true, 0, SIZE_MAX, &seats, &e)) {
         size_t n = json_array_size(seats);
+        bool count_ok = n >= 1 && n <= (size_t)b->limits.max_seats_per_hold;
         if (n == 0)
-            verr_add(&e, "seats", "empty",
-                     "seats must list at least one "
-                     "seat");
-        else if (n > (size_t)b->limits.max_seats_per_hold)
+            verr_add(&e, "seats", "empty", "seats must list at least one seat");
+        else if (!count_ok)
             verr_add(&e, "seats", "too-many-seats",
                      "a hold may have at most %d seats",
                      b->limits.max_seats_per_hold);
-        for (size_t i = 0; i < n && !verr_any(&e); i++) {
+        /* Every fault of every seat, but only when the count is sane. */
+        for (size_t i = 0; count_ok && i < n; i++) {
             json_t *v = json_array_get(seats, i);
             jv_path_index(path, "seats", i);
-            if (!json_is_string(v) || json_string_length(v) == 0 ||
-                json_string_length(v) >= INV_SEAT_ID_MAX) {
-                verr_add(&e, path, "unknown-seat",
+            if (!json_is_string(v)) {
+                verr_add(&e, path, "wrong-type",
                          "%s must be a seat id such as \"A12\"", path);
+                continue;
+            }
+            if (json_string_length(v) == 0 ||
+                json_string_length(v) >= INV_SEAT_ID_MAX) {
+                verr_add(&e, path, "unknown-seat", "there is no seat \"%.20s\"",
+                         json_string_value(v));
                 continue;
             }
             for (size_t j = 0; j < op->nseats; j++)
@@ -806,10 +811,17 @@ void booking_op_extend(struct booking_thread *t, struct booking_op *op,
     if (strcmp(row.status, "active") != 0 || row.expires_at <= op->now_ms)
         booking_op_fail(op, 409, "hold-not-active", "Hold not active",
                         "hold %s has ended", op->hold_id);
-    else if (row.extensions >= b->max_extensions || want <= row.expires_at)
+    else if (inv->cancelled)
+        booking_op_fail(op, 409, "show-closed", "Show not on sale",
+                        "show %lld is cancelled", (long long)inv->show_id);
+    else if (row.extensions >= b->max_extensions)
         booking_op_fail(op, 409, "extension-limit", "Extension refused",
-                        "hold %s was extended %d times and may not pass %s",
-                        op->hold_id, row.extensions, "its maximum life");
+                        "hold %s was extended %d times, the most allowed",
+                        op->hold_id, row.extensions);
+    else if (want <= row.expires_at)
+        booking_op_fail(op, 409, "extension-limit", "Extension refused",
+                        "hold %s already lasts until its maximum life",
+                        op->hold_id);
     if (op->status != 0) {
         free(row.seats);
         booking_op_finish(op);

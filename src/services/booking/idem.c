@@ -136,6 +136,20 @@ static const char SQL_IDEM_GET[] =
     "SELECT request_hash, status, content_type, response FROM idempotency "
     "WHERE customer_id = ? AND key = ? AND created_at > ?";
 
+/* The Location of a replayed 201: the hold named in its body. */
+static void set_location(struct http_req *req, const char *body)
+{
+    json_t *doc = json_loads(body, 0, NULL);
+    const char *id = json_string_value(json_object_get(doc, "id"));
+    char location[64];
+
+    if (id != NULL) {
+        snprintf(location, sizeof(location), "/v1/holds/%s", id);
+        http_set_header(req, "Location", location);
+    }
+    json_decref(doc);
+}
+
 /* Answers from a stored record; true when one was found. */
 static bool replay(struct booking *b, struct http_req *req,
                    struct booking_op *op, const char *key)
@@ -161,6 +175,8 @@ static bool replay(struct booking *b, struct http_req *req,
         } else {
             const char *body = store_col_text(st, 3);
             http_set_header(req, "Idempotent-Replayed", "true");
+            if (store_col_int(st, 1) == 201)
+                set_location(req, body);
             http_respond_bytes(req, (int)store_col_int(st, 1),
                                store_col_text(st, 2), body, strlen(body));
         }
@@ -189,6 +205,11 @@ bool idem_begin(struct booking *b, struct http_req *req, struct booking_op *op)
     uint64_t h = fnv64(1469598103934665603ULL, http_req_method(req),
                        strlen(http_req_method(req)));
     h = fnv64(h, http_req_path(req), strlen(http_req_path(req)));
+    /* No body and an empty object say the same. */
+    if (len == 0) {
+        body = "{}";
+        len = 2;
+    }
     h = fnv64(h, body, len);
     snprintf(op->request_hash, sizeof(op->request_hash), "%016llx",
              (unsigned long long)h);
@@ -292,8 +313,10 @@ void idem_end(struct booking *b, struct booking_op *op)
     if (op->idem_key[0] == '\0')
         return;
     running_text(op->customer, op->idem_key, text);
-    /* Stored with the change, or not to be kept: a 503 may succeed later. */
-    if (op->idem_stored || op->status == 503 || op->status == 0) {
+    /* Stored with the change, or not to be kept: a 503 may succeed later,
+     * and a show unknown now (404) may be announced later. */
+    if (op->idem_stored || op->status == 503 || op->status == 404 ||
+        op->status == 0) {
         running_remove(b->running, text);
         return;
     }

@@ -58,10 +58,9 @@ static void answer_op(struct http_req *req, void *arg)
     if (op->status == 503) {
         http_respond_unavailable(req, 1, op->detail);
     } else if (op->status >= 400) {
-        json_t *ext = op->body;
-        op->body = NULL;
+        /* The body stays with the op: idem_end stores it for replays. */
         http_respond_problem_ext(req, op->status, op->slug, op->title,
-                                 op->detail, ext);
+                                 op->detail, json_incref(op->body));
     } else if (op->kind == OP_SEATS) {
         json_t *body = op->body;
         op->body = NULL;

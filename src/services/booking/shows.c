@@ -517,6 +517,7 @@ static void on_fetched(void *thread_data, void *arg)
         e->inv->cancelled = r->inv->cancelled;
         e->inv->catalog_version = r->inv->catalog_version;
         e->inv->starts_at = r->inv->starts_at;
+        e->inv->hold_seconds = r->inv->hold_seconds;
         e->inv->no_orphan = r->inv->no_orphan;
         e->inv->version++;
         inv_free(r->inv);
