@@ -17,6 +17,8 @@
 #define HTTP_SEGS_MAX       16   /* path segments per route pattern */
 #define HTTP_CLOSE_GRACE_MS 1000 /* to close idle connections at stop */
 
+struct http_task;
+
 struct http_route_compiled {
     char method[8];
     const char *segs[HTTP_SEGS_MAX]; /* NULL entries are {param} segments */
@@ -46,8 +48,10 @@ struct http_thread {
     h2o_multithread_receiver_t async_receiver;
     h2o_multithread_receiver_t stop_receiver;
     h2o_multithread_receiver_t task_receiver;
-    pthread_mutex_t task_lock; /* guards tasks_closed against posters */
-    bool tasks_closed;
+    pthread_mutex_t task_lock; /* guards the three below against posters */
+    bool tasks_ready;          /* queue set up on the loop thread */
+    bool tasks_closed;         /* stopped: posts are refused */
+    struct http_task *early_tasks;
     h2o_timeout_t tick_timeout;
     h2o_timeout_entry_t tick_entry;
     bool tick_armed;

@@ -263,6 +263,7 @@ struct http_task {
     h2o_multithread_message_t msg; /* first: received as a message */
     void (*fn)(void *thread_data, void *arg);
     void *arg;
+    struct http_task *next_early; /* posted before the thread was set up */
 };
 
 bool http_server_post(struct http_server *s, int thread,
@@ -283,9 +284,31 @@ bool http_server_post(struct http_server *s, int thread,
         return false;
     }
     atomic_fetch_add(&s->work, 1);
-    h2o_multithread_send_message(&t->task_receiver, &task->msg);
+    if (t->tasks_ready) {
+        h2o_multithread_send_message(&t->task_receiver, &task->msg);
+    } else {
+        /* The thread has no queue yet: it sends these to itself once set
+         * up, in the order they came. */
+        struct http_task **p = &t->early_tasks;
+        while (*p != NULL)
+            p = &(*p)->next_early;
+        *p = task;
+    }
     pthread_mutex_unlock(&t->task_lock);
     return true;
+}
+
+/* On the loop thread, once its queue exists: opens it to posters. */
+static void tasks_open(struct http_thread *t)
+{
+    pthread_mutex_lock(&t->task_lock);
+    t->tasks_ready = true;
+    while (t->early_tasks != NULL) {
+        struct http_task *task = t->early_tasks;
+        t->early_tasks = task->next_early;
+        h2o_multithread_send_message(&t->task_receiver, &task->msg);
+    }
+    pthread_mutex_unlock(&t->task_lock);
 }
 
 static void on_task_messages(h2o_multithread_receiver_t *receiver,
@@ -497,18 +520,20 @@ static void run_loop(struct http_thread *t)
         h2o_evloop_run(loop, INT32_MAX);
     while (atomic_load(&s->work) > 0 && h2o_now(loop) < t->deadline_ms)
         h2o_evloop_run(loop, HTTP_STOP_POLL_MS);
+    /* Work that came after the count reached zero (a request on another
+     * thread's keep-alive connection) is not cut off: only the deadline
+     * cuts. */
+    long left = (long)atomic_load(&s->work);
+    if (left > 0 && h2o_now(loop) >= t->deadline_ms) {
+        log_warn("http", "shutdown_deadline thread=%d work_left=%ld", t->index,
+                 left);
+        atomic_store(&s->cut_off, 1);
+    }
 
     pthread_mutex_lock(&t->task_lock);
     t->tasks_closed = true;
     pthread_mutex_unlock(&t->task_lock);
     h2o_evloop_run(loop, 0); /* tasks queued just before the close */
-
-    long left = (long)atomic_load(&s->work);
-    if (left > 0) {
-        log_warn("http", "shutdown_deadline thread=%d work_left=%ld", t->index,
-                 left);
-        atomic_store(&s->cut_off, 1);
-    }
     close_remaining_conns(t);
 }
 
@@ -598,6 +623,7 @@ static void *thread_main(void *arg)
     struct http_server *s = t->server;
 
     thread_setup(t);
+    tasks_open(t);
     if (s->cfg.thread_start != NULL)
         t->data = s->cfg.thread_start(s->cfg.app, t->index);
     /* No thread takes requests (which may post tasks to the others)
@@ -848,6 +874,11 @@ void http_server_free(struct http_server *s)
         http_route_free(&s->routes[i]);
     for (int i = 0; s->threads != NULL && i < s->nthreads; i++) {
         if (!s->threads[i].started) {
+            while (s->threads[i].early_tasks != NULL) {
+                struct http_task *task = s->threads[i].early_tasks;
+                s->threads[i].early_tasks = task->next_early;
+                free(task);
+            }
             close(s->threads[i].listen_fd);
             pthread_mutex_destroy(&s->threads[i].task_lock);
             continue;
