@@ -7,6 +7,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 benchmarks=(
     bench/catalog_vs_nginx.sh
+    bench/flash_sale.sh
+    bench/memory.sh
 )
 
 for b in "${benchmarks[@]}"; do

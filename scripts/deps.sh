@@ -15,8 +15,8 @@ packages=(
     sqlite3 curl
     # tests: tests/run.py, the integration suites, the API lint
     python3 python3-yaml python3-jsonschema nodejs npm
-    # benchmarks: the anchor server and the load generator
-    nginx-light wrk
+    # benchmarks: the anchor servers and the load generators
+    nginx-light wrk postgresql postgresql-contrib
 )
 
 tools_dir=tests/tools

@@ -1050,7 +1050,8 @@ static void conn_on_readable(struct lg_run *run, struct lg_conn *c)
     now = now_ns();
     if (c->state != LG_BUSY) {
         /* The server closed an idle keep-alive link: connect again. */
-        conn_close(run, c, now);
+        if (eof || c->in_len > 0)
+            conn_close(run, c, now);
         return;
     }
     rc = loadgen_response_parse(c->in, c->in_len, &r);
@@ -1081,6 +1082,11 @@ static void conn_on_writable(struct lg_run *run, struct lg_conn *c, int64_t now)
         conn_close(run, c, now + LG_RECONNECT_MS * NS_PER_MS);
         return;
     }
+    /* An event of the slot's previous socket may come first: not yet. */
+    struct sockaddr_storage peer;
+    socklen_t peer_len = sizeof(peer);
+    if (getpeername(c->fd, (struct sockaddr *)&peer, &peer_len) != 0)
+        return;
     conn_set_out(run, c, false);
     if (c->resend) {
         /* The lost hold goes out again, with its first scheduled time. */
@@ -1226,7 +1232,8 @@ static void dispatch(struct lg_run *run, const struct epoll_event *ev)
     }
     if (c->fd >= 0 && (ev->events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
         conn_on_readable(run, c);
-    if (c->fd >= 0 && (ev->events & EPOLLOUT))
+    /* A connection opened again while reading waits for its own event. */
+    if (c->fd >= 0 && c->state != LG_CONNECTING && (ev->events & EPOLLOUT))
         conn_on_writable(run, c, now_ns());
 }
 
