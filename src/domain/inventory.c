@@ -132,7 +132,7 @@ struct seatmap *seatmap_build(json_t *layout)
     struct seatmap *m = calloc(1, sizeof(*m));
     if (m == NULL)
         return NULL;
-    m->refs = 1;
+    atomic_init(&m->refs, 1);
     m->nseats = (uint32_t)sum.seat_count;
     m->nrows = (uint32_t)json_array_size(rows);
     m->ncategories = (uint32_t)sum.ncategories;
@@ -158,12 +158,12 @@ struct seatmap *seatmap_build(json_t *layout)
 
 void seatmap_ref(struct seatmap *m)
 {
-    m->refs++;
+    atomic_fetch_add(&m->refs, 1);
 }
 
 void seatmap_unref(struct seatmap *m)
 {
-    if (m == NULL || --m->refs > 0)
+    if (m == NULL || atomic_fetch_sub(&m->refs, 1) > 1)
         return;
     free(m->rows);
     free(m->positions);

@@ -19,6 +19,7 @@
 #define MARQUEE_DOMAIN_INVENTORY_H
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -56,7 +57,7 @@ struct seatmap_seat {
 #define SEATMAP_COMPANION  2
 
 struct seatmap {
-    int refs;
+    atomic_int refs; /* shows on several threads share one map */
     uint32_t nseats;
     uint32_t nrows;
     uint32_t ncategories;
@@ -73,6 +74,7 @@ struct seatmap {
  * Returns NULL if the layout is not valid.  The result has one reference.
  */
 struct seatmap *seatmap_build(json_t *layout);
+/* References may be taken and dropped on any thread. */
 void seatmap_ref(struct seatmap *m);
 void seatmap_unref(struct seatmap *m);
 

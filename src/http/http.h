@@ -165,6 +165,9 @@ int http_server_threads(const struct http_server *s);
 bool http_server_post(struct http_server *s, int thread,
                       void (*fn)(void *thread_data, void *arg), void *arg);
 
+/* Whether the caller runs on event-loop thread `thread` of s. */
+bool http_server_on_thread(const struct http_server *s, int thread);
+
 /*
  * Marks work in progress outside any request (a database write whose
  * completion will be posted back), so a graceful shutdown waits for it.
@@ -290,7 +293,8 @@ struct http_async *http_req_defer(struct http_req *req);
 
 /*
  * Runs fn(req, arg) on the request's loop thread; callable from any
- * thread, exactly once per handle, which it consumes.
+ * thread, exactly once per handle, which it consumes.  Called on that
+ * thread already, it runs fn at once, before returning.
  */
 void http_async_post(struct http_async *a,
                      void (*fn)(struct http_req *req, void *arg), void *arg);

@@ -225,11 +225,41 @@ struct http_async *http_req_defer(struct http_req *req)
     return a;
 }
 
+/* The loop thread the caller runs on, or NULL on any other thread. */
+static _Thread_local struct http_thread *current_thread;
+
+bool http_server_on_thread(const struct http_server *s, int thread)
+{
+    return current_thread != NULL && current_thread->server == s &&
+           current_thread->index == thread;
+}
+
+static void async_deliver(struct http_async *a)
+{
+    struct http_req *req = a->req;
+
+    if (req != NULL) {
+        req->async = NULL;
+        req->deferred = false;
+    }
+    a->fn(req, a->arg);
+    if (req != NULL)
+        assert(req->answered && "deferred request left unanswered");
+    a->thread->inflight--;
+    atomic_fetch_sub(&a->thread->server->work, 1);
+    free(a);
+}
+
 void http_async_post(struct http_async *a,
                      void (*fn)(struct http_req *req, void *arg), void *arg)
 {
     a->fn = fn;
     a->arg = arg;
+    /* Already on the request's thread: answer now, no queue round trip. */
+    if (current_thread == a->thread) {
+        async_deliver(a);
+        return;
+    }
     h2o_multithread_send_message(&a->thread->async_receiver, &a->msg);
 }
 
@@ -240,20 +270,9 @@ static void on_async_messages(h2o_multithread_receiver_t *receiver,
     while (!h2o_linklist_is_empty(messages)) {
         h2o_multithread_message_t *m = H2O_STRUCT_FROM_MEMBER(
             h2o_multithread_message_t, link, messages->next);
-        struct http_async *a = (struct http_async *)m;
-        struct http_req *req = a->req;
 
         h2o_linklist_unlink(&m->link);
-        if (req != NULL) {
-            req->async = NULL;
-            req->deferred = false;
-        }
-        a->fn(req, a->arg);
-        if (req != NULL)
-            assert(req->answered && "deferred request left unanswered");
-        a->thread->inflight--;
-        atomic_fetch_sub(&a->thread->server->work, 1);
-        free(a);
+        async_deliver((struct http_async *)m);
     }
 }
 
@@ -623,6 +642,7 @@ static void *thread_main(void *arg)
     struct http_server *s = t->server;
 
     thread_setup(t);
+    current_thread = t;
     tasks_open(t);
     if (s->cfg.thread_start != NULL)
         t->data = s->cfg.thread_start(s->cfg.app, t->index);

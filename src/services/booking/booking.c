@@ -215,9 +215,11 @@ int booking_main(int argc, char **argv)
         goto out_config;
     }
     b.running = idem_running_new();
+    b.maps = booking_maps_new();
     /* Memory is rebuilt from the database before the port opens, so
      * /readyz never answers before every acknowledged hold is known. */
-    if (b.running == NULL || (rc = booking_load_all(&b)) != ERR_OK) {
+    if (b.running == NULL || b.maps == NULL ||
+        (rc = booking_load_all(&b)) != ERR_OK) {
         log_error("booking", "load_failed error=%s", err_name(rc));
         goto out_store;
     }
@@ -230,6 +232,7 @@ out_store:
         inv_free(b.loaded[i]);
     free(b.loaded);
     idem_running_free(b.running);
+    booking_maps_free(b.maps);
     pthread_mutex_destroy(&b.loaded_lock);
 out_config:
     config_free(&cfg);

@@ -32,8 +32,10 @@
 #define BOOKING_MISSING_RETRY_MS      2000 /* a show the catalog lacks */
 #define BOOKING_FETCH_TIMEOUT_MS      3000
 #define BOOKING_SHOW_TABLE_MIN        64
+#define BOOKING_SEATMAPS_MAX          4096 /* distinct layouts shared */
 
 struct booking_fetcher;
+struct seatmap_cache;
 struct idem_running;
 
 struct booking {
@@ -47,6 +49,7 @@ struct booking {
     const char *catalog_url;
     struct booking_fetcher *fetcher;
     struct idem_running *running;
+    struct seatmap_cache *maps; /* the loader's, then the fetcher's alone */
     /* Shows read from the database at start, handed to their owners. */
     struct show_inv **loaded;
     size_t nloaded;
@@ -126,6 +129,8 @@ extern const size_t booking_nmigrations;
 
 /* shows.c: the owner's table of shows, loading and fetching them. */
 int booking_load_all(struct booking *b);
+struct seatmap_cache *booking_maps_new(void);
+void booking_maps_free(struct seatmap_cache *c);
 struct booking_fetcher *booking_fetcher_start(struct booking *b);
 void booking_fetcher_stop(struct booking_fetcher *f);
 void booking_thread_adopt(struct booking_thread *t);

@@ -94,6 +94,11 @@ void booking_op_dispatch(struct http_req *req, struct booking_op *op)
 
     op->owner = booking_owner(b, op->show_id);
     op->async = http_req_defer(req);
+    /* The request's own thread owns the show: no hand-off needed. */
+    if (http_server_on_thread(b->server, op->owner)) {
+        booking_run_op(http_req_thread_data(req), op);
+        return;
+    }
     if (!http_server_post(b->server, op->owner, on_op_arrive, op)) {
         booking_op_fail(op, 503, "unavailable", "Service unavailable",
                         "the service is shutting down");

@@ -235,38 +235,91 @@ static struct show_inv *inv_from(int64_t id, int64_t version, bool cancelled,
 
 static const char SQL_ALL_SHOWS[] =
     "SELECT id, catalog_version, status, starts_at, hold_seconds, currency, "
-    "no_orphan, prices, layout FROM shows ORDER BY layout";
+    "no_orphan, prices, layout FROM shows";
 
-/* Builds one seatmap per distinct layout text: shows of a screen share. */
-static struct seatmap *map_for(const char *layout_text, char **last_text,
-                               struct seatmap **last_map)
+/*
+ * One seatmap per distinct layout: the shows of a screen share it, so a
+ * show costs its seat states only.  Used by the loader at start, then by
+ * the fetcher thread alone, so it needs no lock.
+ */
+struct seatmap_cache {
+    size_t n, cap;
+    struct seatmap_cache_entry {
+        uint64_t hash;
+        char *text;
+        struct seatmap *map;
+    } * e;
+};
+
+static uint64_t text_hash(const char *s)
 {
+    uint64_t h = 1469598103934665603ULL;
+
+    for (; *s != '\0'; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+struct seatmap_cache *booking_maps_new(void)
+{
+    return calloc(1, sizeof(struct seatmap_cache));
+}
+
+void booking_maps_free(struct seatmap_cache *c)
+{
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < c->n; i++) {
+        free(c->e[i].text);
+        seatmap_unref(c->e[i].map);
+    }
+    free(c->e);
+    free(c);
+}
+
+/* The map of a layout text (a new reference), or NULL if unusable. */
+static struct seatmap *map_for(struct seatmap_cache *c, const char *text)
+{
+    uint64_t h = text_hash(text);
     json_error_t err;
 
-    if (*last_text != NULL && strcmp(*last_text, layout_text) == 0)
-        return *last_map;
-    json_t *layout = json_loads(layout_text, 0, &err);
+    for (size_t i = 0; i < c->n; i++) {
+        if (c->e[i].hash == h && strcmp(c->e[i].text, text) == 0) {
+            seatmap_ref(c->e[i].map);
+            return c->e[i].map;
+        }
+    }
+    json_t *layout = json_loads(text, 0, &err);
     struct seatmap *m = layout != NULL ? seatmap_build(layout) : NULL;
     json_decref(layout);
-    if (m == NULL)
-        return NULL;
-    free(*last_text);
-    seatmap_unref(*last_map);
-    *last_text = strdup(layout_text);
-    *last_map = m;
+    if (m == NULL || c->n == BOOKING_SEATMAPS_MAX)
+        return m; /* unshared past the bound: correct, only larger */
+    if (c->n == c->cap) {
+        size_t cap = c->cap == 0 ? 16 : c->cap * 2;
+        struct seatmap_cache_entry *e = realloc(c->e, cap * sizeof(*e));
+        if (e == NULL)
+            return m;
+        c->e = e;
+        c->cap = cap;
+    }
+    char *copy = strdup(text);
+    if (copy == NULL)
+        return m;
+    seatmap_ref(m);
+    c->e[c->n++] = (struct seatmap_cache_entry){h, copy, m};
     return m;
 }
 
-static int load_row(struct booking *b, struct store_stmt *st, char **last_text,
-                    struct seatmap **last_map)
+static int load_row(struct booking *b, struct store_stmt *st)
 {
     json_error_t err;
     int64_t id = store_col_int(st, 0);
-    struct seatmap *m = map_for(store_col_text(st, 8), last_text, last_map);
+    struct seatmap *m = map_for(b->maps, store_col_text(st, 8));
     json_t *prices = json_loads(store_col_text(st, 7), 0, &err);
 
     if (m == NULL || prices == NULL) {
         json_decref(prices);
+        seatmap_unref(m);
         log_error("booking", "stored_show_corrupt show=%lld", (long long)id);
         return ERR_CORRUPT;
     }
@@ -276,6 +329,7 @@ static int load_row(struct booking *b, struct store_stmt *st, char **last_text,
                  store_col_int(st, 3), (int)store_col_int(st, 4),
                  store_col_text(st, 5), store_col_int(st, 6) != 0, prices, m);
     json_decref(prices);
+    seatmap_unref(m);
     if (inv == NULL)
         return ERR_NOMEM;
     if (b->nloaded % 256 == 0) {
@@ -295,8 +349,6 @@ int booking_load_all(struct booking *b)
 {
     struct store_conn *c;
     struct store_stmt *st;
-    char *last_text = NULL;
-    struct seatmap *last_map = NULL;
     int rc;
 
     if ((rc = store_conn_open(b->store, &c)) != ERR_OK)
@@ -304,7 +356,7 @@ int booking_load_all(struct booking *b)
     store_begin_read(c);
     rc = store_prepare(c, SQL_ALL_SHOWS, &st);
     while (rc == ERR_OK && (rc = store_step(st)) == STORE_ROW)
-        rc = load_row(b, st, &last_text, &last_map);
+        rc = load_row(b, st);
     if (rc == ERR_OK || rc == STORE_ROW)
         rc = ERR_OK;
     if (st != NULL)
@@ -313,8 +365,6 @@ int booking_load_all(struct booking *b)
         rc = booking_read_show_state(c, b->loaded[i], NULL, 0);
     store_end_read(c);
     store_conn_close(c);
-    free(last_text);
-    seatmap_unref(last_map);
     log_info("booking", "loaded shows=%zu", b->nloaded);
     return rc;
 }
@@ -425,8 +475,11 @@ static enum fetch_outcome install_show(struct booking_fetcher *f, int64_t id,
     if (starts == NULL || clock_parse_rfc3339(starts, &starts_at) != ERR_OK ||
         !json_is_object(prices))
         return FETCH_FAILED;
-    struct seatmap *m = seatmap_build(layout);
+    in.layout_text = json_dumps(layout, JSON_COMPACT);
+    struct seatmap *m =
+        in.layout_text != NULL ? map_for(f->b->maps, in.layout_text) : NULL;
     if (m == NULL) {
+        free(in.layout_text);
         log_error("booking", "catalog_layout_unusable show=%lld",
                   (long long)id);
         return FETCH_FAILED;
@@ -441,7 +494,6 @@ static enum fetch_outcome install_show(struct booking_fetcher *f, int64_t id,
     if (in.currency == NULL)
         in.currency = "";
     in.prices_text = json_dumps(prices, JSON_COMPACT | JSON_SORT_KEYS);
-    in.layout_text = json_dumps(layout, JSON_COMPACT);
     in.nseats = m->nseats;
 
     enum fetch_outcome outcome = FETCH_FAILED;
