@@ -95,6 +95,7 @@ static void booking_tick(void *app, void *data, int index)
     if (t == NULL)
         return;
     booking_sweep(t, now);
+    idem_flush(b);
     if (index == 0 && now - last_idem_expire > BOOKING_IDEM_EXPIRE_EVERY_MS) {
         last_idem_expire = now;
         idem_expire_old(b, now);
@@ -184,6 +185,7 @@ static int serve(struct booking *b, const struct config *cfg)
     }
     rc = http_server_run(b->server);
     booking_fetcher_stop(b->fetcher);
+    idem_flush(b); /* answers given in the last moments */
     http_server_free(b->server);
     return rc;
 }

@@ -24,10 +24,26 @@ struct running_key {
     char text[INV_CUSTOMER_MAX + BOOKING_IDEM_KEY_MAX + 2];
 };
 
+/* An answer to store after the fact: a refusal, or a change's answer that
+ * its own write did not carry. */
+struct idem_record {
+    struct idem_record *next;
+    char customer[INV_CUSTOMER_MAX + 1];
+    char key[BOOKING_IDEM_KEY_MAX + 1];
+    char hash[20];
+    int status;
+    char *response;
+    int64_t now_ms;
+};
+
 struct idem_running {
     pthread_mutex_t lock;
     struct running_key *buckets[RUNNING_BUCKETS];
     size_t count;
+    /* Records waiting to be written, many to a job: in a flash sale most
+     * answers are refusals, and one write each would busy the writer. */
+    struct idem_record *pending;
+    size_t npending;
 };
 
 struct idem_running *idem_running_new(void)
@@ -43,6 +59,12 @@ void idem_running_free(struct idem_running *r)
 {
     if (r == NULL)
         return;
+    while (r->pending != NULL) {
+        struct idem_record *next = r->pending->next;
+        free(r->pending->response);
+        free(r->pending);
+        r->pending = next;
+    }
     for (size_t i = 0; i < RUNNING_BUCKETS; i++) {
         while (r->buckets[i] != NULL) {
             struct running_key *k = r->buckets[i];
@@ -260,33 +282,103 @@ int idem_store(struct store_conn *c, const struct booking_op *op, int status,
     return rc < 0 ? rc : ERR_OK;
 }
 
-/* A stored answer written after the fact (failures, not changes). */
-struct idem_job {
-    struct store_write w;
-    struct booking *b;
-    struct booking_op op; /* a copy: the key, hash and customer */
-    int status;
-    char *response;
-};
-
-static int idem_job_apply(struct store_conn *c, void *arg)
+static int store_record(struct store_conn *c, const char *customer,
+                        const char *key, const char *hash, int status,
+                        const char *response, int64_t now_ms)
 {
-    struct idem_job *j = arg;
+    struct store_stmt *st;
+    int rc = store_prepare(c, SQL_IDEM_PUT, &st);
 
-    return idem_store(c, &j->op, j->status, j->response);
+    if (rc != ERR_OK)
+        return rc;
+    store_bind_text(st, 1, customer);
+    store_bind_text(st, 2, key);
+    store_bind_text(st, 3, hash);
+    store_bind_int(st, 4, status);
+    store_bind_text(
+        st, 5, status >= 400 ? "application/problem+json" : "application/json");
+    store_bind_text(st, 6, response);
+    store_bind_int(st, 7, now_ms);
+    rc = store_step(st);
+    store_reset(st);
+    return rc < 0 ? rc : ERR_OK;
 }
 
-static void idem_job_done(void *arg, int rc)
+struct idem_batch {
+    struct store_write w;
+    struct booking *b;
+    struct idem_record *records;
+};
+
+static int batch_apply(struct store_conn *c, void *arg)
 {
-    struct idem_job *j = arg;
+    struct idem_batch *j = arg;
+    int rc = ERR_OK;
+
+    for (struct idem_record *r = j->records; r != NULL && rc == ERR_OK;
+         r = r->next)
+        rc = store_record(c, r->customer, r->key, r->hash, r->status,
+                          r->response, r->now_ms);
+    return rc;
+}
+
+static void records_free(struct idem_running *run, struct idem_record *r)
+{
     char text[INV_CUSTOMER_MAX + BOOKING_IDEM_KEY_MAX + 2];
+
+    while (r != NULL) {
+        struct idem_record *next = r->next;
+        running_text(r->customer, r->key, text);
+        running_remove(run, text);
+        free(r->response);
+        free(r);
+        r = next;
+    }
+}
+
+static void batch_done(void *arg, int rc)
+{
+    struct idem_batch *j = arg;
 
     if (rc != ERR_OK)
         log_warn("booking", "idempotency_store_failed error=%s", err_name(rc));
-    running_text(j->op.customer, j->op.idem_key, text);
-    running_remove(j->b->running, text);
-    free(j->response);
+    records_free(j->b->running, j->records);
     free(j);
+}
+
+static void submit_records(struct booking *b, struct idem_record *records)
+{
+    struct idem_batch *j;
+
+    if (records == NULL)
+        return;
+    j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        records_free(b->running, records);
+        return;
+    }
+    j->b = b;
+    j->records = records;
+    j->w.apply = batch_apply;
+    j->w.done = batch_done;
+    j->w.arg = j;
+    if (store_submit(b->store, &j->w) != ERR_OK) {
+        records_free(b->running, records);
+        free(j);
+    }
+}
+
+void idem_flush(struct booking *b)
+{
+    struct idem_running *run = b->running;
+    struct idem_record *records;
+
+    pthread_mutex_lock(&run->lock);
+    records = run->pending;
+    run->pending = NULL;
+    run->npending = 0;
+    pthread_mutex_unlock(&run->lock);
+    submit_records(b, records);
 }
 
 /* The problem document the client got, to replay it. */
@@ -308,7 +400,9 @@ static char *problem_text(const struct booking_op *op)
 
 void idem_end(struct booking *b, struct booking_op *op)
 {
+    struct idem_running *run = b->running;
     char text[INV_CUSTOMER_MAX + BOOKING_IDEM_KEY_MAX + 2];
+    struct idem_record *full = NULL;
 
     if (op->idem_key[0] == '\0')
         return;
@@ -317,31 +411,37 @@ void idem_end(struct booking *b, struct booking_op *op)
      * and a show unknown now (404) may be announced later. */
     if (op->idem_stored || op->status == 503 || op->status == 404 ||
         op->status == 0) {
-        running_remove(b->running, text);
+        running_remove(run, text);
         return;
     }
-    struct idem_job *j = calloc(1, sizeof(*j));
-    if (j == NULL) {
-        running_remove(b->running, text);
+    struct idem_record *r = calloc(1, sizeof(*r));
+    if (r != NULL)
+        r->response = op->status >= 400
+                          ? problem_text(op)
+                          : strdup(op->response ? op->response : "{}");
+    if (r == NULL || r->response == NULL) {
+        free(r);
+        running_remove(run, text);
         return;
     }
-    j->b = b;
-    memcpy(j->op.customer, op->customer, sizeof(op->customer));
-    memcpy(j->op.idem_key, op->idem_key, sizeof(op->idem_key));
-    memcpy(j->op.request_hash, op->request_hash, sizeof(op->request_hash));
-    j->op.now_ms = clock_wall_ms(b->clock);
-    j->status = op->status;
-    j->response = op->status >= 400
-                      ? problem_text(op)
-                      : strdup(op->response ? op->response : "{}");
-    j->w.apply = idem_job_apply;
-    j->w.done = idem_job_done;
-    j->w.arg = j;
-    if (j->response == NULL || store_submit(b->store, &j->w) != ERR_OK) {
-        free(j->response);
-        free(j);
-        running_remove(b->running, text);
+    memcpy(r->customer, op->customer, sizeof(r->customer));
+    memcpy(r->key, op->idem_key, sizeof(r->key));
+    memcpy(r->hash, op->request_hash, sizeof(r->hash));
+    r->status = op->status;
+    r->now_ms = clock_wall_ms(b->clock);
+
+    /* Queued until a batch fills or the next tick: the key stays in flight
+     * until its answer is stored, so a replay meanwhile is told to wait. */
+    pthread_mutex_lock(&run->lock);
+    r->next = run->pending;
+    run->pending = r;
+    if (++run->npending >= BOOKING_IDEM_BATCH_MAX) {
+        full = run->pending;
+        run->pending = NULL;
+        run->npending = 0;
     }
+    pthread_mutex_unlock(&run->lock);
+    submit_records(b, full);
 }
 
 static const char SQL_IDEM_EXPIRE[] =

@@ -27,6 +27,7 @@
 #define BOOKING_WAITERS_MAX           4096 /* requests waiting for one show */
 #define BOOKING_SWEEP_PER_TICK_MAX    512  /* expired holds freed per tick */
 #define BOOKING_IDEM_KEY_MAX          128
+#define BOOKING_IDEM_BATCH_MAX        128   /* stored answers per write */
 #define BOOKING_IDEM_RUNNING_MAX      65536 /* keys in flight at once */
 #define BOOKING_IDEM_TTL_MS           (24LL * 3600 * 1000)
 #define BOOKING_MISSING_RETRY_MS      2000 /* a show the catalog lacks */
@@ -195,6 +196,8 @@ void idem_end(struct booking *b, struct booking_op *op);
 /* Inside a writer job: stores the op's answer under its key. */
 int idem_store(struct store_conn *c, const struct booking_op *op, int status,
                const char *response);
+/* Writes the answers waiting to be stored (every tick, and at the end). */
+void idem_flush(struct booking *b);
 /* Queues the deletion of keys older than BOOKING_IDEM_TTL_MS. */
 void idem_expire_old(struct booking *b, int64_t now_ms);
 
