@@ -521,6 +521,27 @@ class OptimisticGuardTest(unittest.TestCase):
             p.cleanup()
 
 
+class ReplayAfterRestartTest(unittest.TestCase):
+
+    def test_stored_answers_replay_after_a_restart(self):
+        p = Platform()
+        try:
+            svc = p.booking
+            _, _, m = svc.json("GET", "/v1/shows/5/seats")
+            who, key = customer(), "restart-" + uuid.uuid4().hex
+            status, _, first = hold(svc, 5, seat_ids(m, 0, 2), who, key)
+            self.assertEqual(status, 201)
+            svc.kill()  # no clean stop: the answer must be on disk
+            svc.start()
+            self.assertIn("idempotency_keys_loaded keys=1", svc.log())
+            status, headers, again = hold(svc, 5, seat_ids(m, 0, 2), who, key)
+            self.assertEqual((status, again), (201, first))
+            self.assertEqual(headers.get("idempotent-replayed"), "true")
+            self.assertEqual(p.stop(), [0, 0])
+        finally:
+            p.cleanup()
+
+
 class CrashTest(unittest.TestCase):
 
     def test_kill_9_during_a_burst_loses_no_acknowledged_hold(self):

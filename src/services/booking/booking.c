@@ -221,7 +221,8 @@ int booking_main(int argc, char **argv)
     /* Memory is rebuilt from the database before the port opens, so
      * /readyz never answers before every acknowledged hold is known. */
     if (b.running == NULL || b.maps == NULL ||
-        (rc = booking_load_all(&b)) != ERR_OK) {
+        (rc = booking_load_all(&b)) != ERR_OK ||
+        (rc = idem_load(&b)) != ERR_OK) {
         log_error("booking", "load_failed error=%s", err_name(rc));
         goto out_store;
     }

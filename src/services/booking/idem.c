@@ -36,7 +36,17 @@ struct idem_record {
     int64_t now_ms;
 };
 
+/*
+ * Which keys may have a stored answer: a Bloom filter over customer and
+ * key.  A key it has never seen has none, so the database is not asked;
+ * that is nearly every key in a flash sale.  False positives only cost a
+ * lookup.  Bits are set with atomic OR, from any thread.
+ */
+#define IDEM_FILTER_BITS   (1u << 24) /* 2 MiB; about 0.2% false at 1M keys */
+#define IDEM_FILTER_HASHES 4
+
 struct idem_running {
+    _Atomic uint64_t filter[IDEM_FILTER_BITS / 64];
     pthread_mutex_t lock;
     struct running_key *buckets[RUNNING_BUCKETS];
     size_t count;
@@ -46,13 +56,47 @@ struct idem_running {
     size_t npending;
 };
 
+static void filter_add(struct idem_running *r, const char *customer,
+                       const char *key);
+
+/* The one filter of the process, for writer jobs that see no booking. */
+static struct idem_running *filter_owner;
+
 struct idem_running *idem_running_new(void)
 {
     struct idem_running *r = calloc(1, sizeof(*r));
 
-    if (r != NULL)
+    if (r != NULL) {
         pthread_mutex_init(&r->lock, NULL);
+        filter_owner = r;
+    }
     return r;
+}
+
+static const char SQL_IDEM_KEYS[] =
+    "SELECT customer_id, key FROM idempotency WHERE created_at > ?";
+
+int idem_load(struct booking *b)
+{
+    struct store_conn *c;
+    struct store_stmt *st;
+    size_t n = 0;
+    int rc = store_conn_open(b->store, &c);
+
+    if (rc != ERR_OK)
+        return rc;
+    if ((rc = store_prepare(c, SQL_IDEM_KEYS, &st)) == ERR_OK) {
+        store_bind_int(st, 1, clock_wall_ms(b->clock) - BOOKING_IDEM_TTL_MS);
+        while ((rc = store_step(st)) == STORE_ROW) {
+            filter_add(b->running, store_col_text(st, 0),
+                       store_col_text(st, 1));
+            n++;
+        }
+        store_reset(st);
+    }
+    store_conn_close(c);
+    log_info("booking", "idempotency_keys_loaded keys=%zu", n);
+    return rc < 0 ? rc : ERR_OK;
 }
 
 void idem_running_free(struct idem_running *r)
@@ -73,6 +117,8 @@ void idem_running_free(struct idem_running *r)
         }
     }
     pthread_mutex_destroy(&r->lock);
+    if (filter_owner == r)
+        filter_owner = NULL;
     free(r);
 }
 
@@ -83,6 +129,44 @@ static uint64_t fnv64(uint64_t h, const void *p, size_t n)
     for (size_t i = 0; i < n; i++)
         h = (h ^ s[i]) * 1099511628211ULL;
     return h;
+}
+
+/* Double hashing: bit i is h1 + i * h2. */
+static void filter_bits(const char *customer, const char *key,
+                        uint32_t out[IDEM_FILTER_HASHES])
+{
+    uint64_t h = fnv64(1469598103934665603ULL, customer, strlen(customer));
+    h = fnv64(h, "\n", 1);
+    h = fnv64(h, key, strlen(key));
+    uint32_t h1 = (uint32_t)h, h2 = (uint32_t)(h >> 32) | 1;
+
+    for (uint32_t i = 0; i < IDEM_FILTER_HASHES; i++)
+        out[i] = (h1 + i * h2) % IDEM_FILTER_BITS;
+}
+
+static void filter_add(struct idem_running *r, const char *customer,
+                       const char *key)
+{
+    uint32_t bits[IDEM_FILTER_HASHES];
+
+    filter_bits(customer, key, bits);
+    for (int i = 0; i < IDEM_FILTER_HASHES; i++)
+        atomic_fetch_or_explicit(&r->filter[bits[i] / 64],
+                                 1ULL << (bits[i] % 64), memory_order_release);
+}
+
+static bool filter_may_have(struct idem_running *r, const char *customer,
+                            const char *key)
+{
+    uint32_t bits[IDEM_FILTER_HASHES];
+
+    filter_bits(customer, key, bits);
+    for (int i = 0; i < IDEM_FILTER_HASHES; i++)
+        if ((atomic_load_explicit(&r->filter[bits[i] / 64],
+                                  memory_order_acquire) &
+             (1ULL << (bits[i] % 64))) == 0)
+            return false;
+    return true;
 }
 
 static size_t bucket_of(const char *text)
@@ -249,7 +333,8 @@ bool idem_begin(struct booking *b, struct http_req *req, struct booking_op *op)
         http_respond_unavailable(req, 1, "too many requests in flight");
         return true;
     }
-    if (replay(b, req, op, key)) {
+    if (filter_may_have(b->running, op->customer, key) &&
+        replay(b, req, op, key)) {
         running_remove(b->running, text);
         return true;
     }
@@ -261,25 +346,15 @@ static const char SQL_IDEM_PUT[] =
     "INSERT OR IGNORE INTO idempotency (customer_id, key, request_hash, "
     "status, content_type, response, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)";
 
+static int store_record(struct store_conn *c, const char *customer,
+                        const char *key, const char *hash, int status,
+                        const char *response, int64_t now_ms);
+
 int idem_store(struct store_conn *c, const struct booking_op *op, int status,
                const char *response)
 {
-    struct store_stmt *st;
-    int rc = store_prepare(c, SQL_IDEM_PUT, &st);
-
-    if (rc != ERR_OK)
-        return rc;
-    store_bind_text(st, 1, op->customer);
-    store_bind_text(st, 2, op->idem_key);
-    store_bind_text(st, 3, op->request_hash);
-    store_bind_int(st, 4, status);
-    store_bind_text(
-        st, 5, status >= 400 ? "application/problem+json" : "application/json");
-    store_bind_text(st, 6, response);
-    store_bind_int(st, 7, op->now_ms);
-    rc = store_step(st);
-    store_reset(st);
-    return rc < 0 ? rc : ERR_OK;
+    return store_record(c, op->customer, op->idem_key, op->request_hash, status,
+                        response, op->now_ms);
 }
 
 static int store_record(struct store_conn *c, const char *customer,
@@ -291,6 +366,9 @@ static int store_record(struct store_conn *c, const char *customer,
 
     if (rc != ERR_OK)
         return rc;
+    /* Before the commit: the key stays in flight until after it, so no
+     * replay can look between the two. */
+    filter_add(filter_owner, customer, key);
     store_bind_text(st, 1, customer);
     store_bind_text(st, 2, key);
     store_bind_text(st, 3, hash);

@@ -196,6 +196,8 @@ void idem_end(struct booking *b, struct booking_op *op);
 /* Inside a writer job: stores the op's answer under its key. */
 int idem_store(struct store_conn *c, const struct booking_op *op, int status,
                const char *response);
+/* Learns which keys have stored answers, before the port opens. */
+int idem_load(struct booking *b);
 /* Writes the answers waiting to be stored (every tick, and at the end). */
 void idem_flush(struct booking *b);
 /* Queues the deletion of keys older than BOOKING_IDEM_TTL_MS. */
