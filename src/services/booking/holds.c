@@ -34,7 +34,23 @@ struct hold_row {
     int64_t created_at, expires_at, max_expires_at;
     int extensions;
     int64_t version;
+    uint32_t idx[BOOKING_SEATS_PER_REQUEST_MAX]; /* seat indexes */
+    size_t nidx;
 };
+
+/* Parses a stored "[3,4]" of seat indexes. */
+static void parse_idx(const char *text, struct hold_row *row)
+{
+    json_t *list = json_loads(text, 0, NULL);
+
+    row->nidx = 0;
+    for (size_t i = 0;
+         i < json_array_size(list) && row->nidx < BOOKING_SEATS_PER_REQUEST_MAX;
+         i++)
+        row->idx[row->nidx++] =
+            (uint32_t)json_integer_value(json_array_get(list, i));
+    json_decref(list);
+}
 
 static json_t *time_json(int64_t ms)
 {
@@ -79,7 +95,7 @@ static char *hold_text(const struct booking *b, const struct hold_row *h,
 
 static const char SQL_HOLD_GET[] =
     "SELECT id, show_id, customer_id, status, seats, total, currency, "
-    "created_at, expires_at, max_expires_at, extensions, version "
+    "created_at, expires_at, max_expires_at, extensions, version, seat_idx "
     "FROM holds WHERE id = ?";
 
 /* Reads a hold; ERR_NOTFOUND when there is none.  Free row->seats. */
@@ -108,6 +124,7 @@ static int hold_read(struct store_conn *c, const char *id, struct hold_row *row)
         row->max_expires_at = store_col_int(st, 9);
         row->extensions = (int)store_col_int(st, 10);
         row->version = store_col_int(st, 11);
+        parse_idx(store_col_text(st, 12), row);
         rc = row->seats != NULL ? ERR_OK : ERR_NOMEM;
     } else if (rc == ERR_OK) {
         rc = ERR_NOTFOUND;
@@ -612,16 +629,18 @@ static const char SQL_RELEASE_HOLD[] =
     "UPDATE holds SET status = 'released', ended_at = ?, "
     "version = version + 1 WHERE id = ? AND status = 'active' "
     "AND expires_at > ?";
-static const char SQL_FREE_SEATS[] =
+/* Seats by primary key, never a scan of the show: an arena has 5,000. */
+static const char SQL_FREE_SEAT[] =
     "UPDATE seats SET state = 0, hold_id = NULL, expires_at = 0, "
-    "version = version + 1 WHERE show_id = ? AND hold_id = ? AND state = 1";
+    "version = version + 1 WHERE show_id = ? AND idx = ? AND hold_id = ? "
+    "AND state = 1";
 static const char SQL_EXTEND_HOLD[] =
     "UPDATE holds SET expires_at = ?, extensions = extensions + 1, "
     "version = version + 1 WHERE id = ? AND status = 'active' AND "
     "version = ? AND expires_at > ?";
-static const char SQL_EXTEND_SEATS[] =
+static const char SQL_EXTEND_SEAT[] =
     "UPDATE seats SET expires_at = ?, version = version + 1 "
-    "WHERE show_id = ? AND hold_id = ? AND state = 1";
+    "WHERE show_id = ? AND idx = ? AND hold_id = ? AND state = 1";
 
 /* Runs one bound statement; ERR_CONFLICT when it changed no row. */
 static int run_changing(struct store_conn *c, struct store_stmt *st)
@@ -632,6 +651,38 @@ static int run_changing(struct store_conn *c, struct store_stmt *st)
     if (rc < 0)
         return rc;
     return store_changes(c) > 0 ? ERR_OK : ERR_CONFLICT;
+}
+
+/*
+ * Frees a hold's seats that it still holds (a seat taken over after the
+ * hold expired belongs to its new hold); with before_ms, only if expired.
+ */
+static const char SQL_FREE_SEAT_EXPIRED[] =
+    "UPDATE seats SET state = 0, hold_id = NULL, expires_at = 0, "
+    "version = version + 1 WHERE show_id = ? AND idx = ? AND hold_id = ? "
+    "AND state = 1 AND expires_at <= ?";
+
+static int free_seats(struct store_conn *c, int64_t show_id,
+                      const char *hold_id, const uint32_t *seats, size_t n,
+                      int64_t before_ms)
+{
+    struct store_stmt *st;
+    int rc = ERR_OK;
+
+    for (size_t i = 0; i < n && rc >= 0; i++) {
+        rc = store_prepare(c, before_ms ? SQL_FREE_SEAT_EXPIRED : SQL_FREE_SEAT,
+                           &st);
+        if (rc != ERR_OK)
+            return rc;
+        store_bind_int(st, 1, show_id);
+        store_bind_int(st, 2, seats[i]);
+        store_bind_text(st, 3, hold_id);
+        if (before_ms)
+            store_bind_int(st, 4, before_ms);
+        rc = store_step(st);
+        store_reset(st);
+    }
+    return rc < 0 ? rc : ERR_OK;
 }
 
 static int release_apply(struct store_conn *c, void *arg)
@@ -647,13 +698,7 @@ static int release_apply(struct store_conn *c, void *arg)
     store_bind_int(st, 3, op->now_ms);
     if ((rc = run_changing(c, st)) != ERR_OK)
         return rc;
-    if ((rc = store_prepare(c, SQL_FREE_SEATS, &st)) != ERR_OK)
-        return rc;
-    store_bind_int(st, 1, op->show_id);
-    store_bind_text(st, 2, op->hold_id);
-    rc = store_step(st);
-    store_reset(st);
-    return rc < 0 ? rc : ERR_OK;
+    return free_seats(c, op->show_id, op->hold_id, op->seats, op->nseats, 0);
 }
 
 static int extend_apply(struct store_conn *c, void *arg)
@@ -670,13 +715,16 @@ static int extend_apply(struct store_conn *c, void *arg)
     store_bind_int(st, 4, op->now_ms);
     if ((rc = run_changing(c, st)) != ERR_OK)
         return rc;
-    if ((rc = store_prepare(c, SQL_EXTEND_SEATS, &st)) != ERR_OK)
-        return rc;
-    store_bind_int(st, 1, op->expires_at);
-    store_bind_int(st, 2, op->show_id);
-    store_bind_text(st, 3, op->hold_id);
-    rc = store_step(st);
-    store_reset(st);
+    for (size_t i = 0; i < op->nseats && rc >= 0; i++) {
+        if ((rc = store_prepare(c, SQL_EXTEND_SEAT, &st)) != ERR_OK)
+            return rc;
+        store_bind_int(st, 1, op->expires_at);
+        store_bind_int(st, 2, op->show_id);
+        store_bind_int(st, 3, op->seats[i]);
+        store_bind_text(st, 4, op->hold_id);
+        rc = store_step(st);
+        store_reset(st);
+    }
     if (rc < 0)
         return rc;
     if (op->idem_key[0] != '\0') {
@@ -791,6 +839,8 @@ void booking_op_release(struct booking_thread *t, struct booking_op *op,
         return;
     }
     snprintf(row.status, sizeof(row.status), "released");
+    memcpy(op->seats, row.idx, row.nidx * sizeof(row.idx[0]));
+    op->nseats = row.nidx;
     op->response = hold_text(t->b, &row, op->now_ms);
     free(row.seats);
     submit_change(op, release_apply);
@@ -829,6 +879,8 @@ void booking_op_extend(struct booking_thread *t, struct booking_op *op,
     }
     op->expires_at = want;
     op->hold_version = row.version;
+    memcpy(op->seats, row.idx, row.nidx * sizeof(row.idx[0]));
+    op->nseats = row.nidx;
     row.expires_at = want;
     row.extensions++;
     op->response = hold_text(b, &row, op->now_ms);
@@ -847,15 +899,13 @@ struct sweep_job {
     size_t n;
     int64_t show[SWEEP_BATCH_MAX];
     char hold[SWEEP_BATCH_MAX][INV_HOLD_ID_MAX];
+    uint32_t seats[SWEEP_BATCH_MAX][BOOKING_SEATS_PER_REQUEST_MAX];
+    size_t nseats[SWEEP_BATCH_MAX];
 };
 
 static const char SQL_EXPIRE_HOLD[] =
     "UPDATE holds SET status = 'expired', ended_at = ? "
     "WHERE id = ? AND status = 'active' AND expires_at <= ?";
-static const char SQL_EXPIRE_SEATS[] =
-    "UPDATE seats SET state = 0, hold_id = NULL, expires_at = 0, "
-    "version = version + 1 WHERE show_id = ? AND hold_id = ? AND state = 1 "
-    "AND expires_at <= ?";
 
 static int sweep_apply(struct store_conn *c, void *arg)
 {
@@ -871,13 +921,10 @@ static int sweep_apply(struct store_conn *c, void *arg)
         store_bind_int(st, 3, j->now_ms);
         rc = store_step(st);
         store_reset(st);
-        if (rc < 0 || (rc = store_prepare(c, SQL_EXPIRE_SEATS, &st)) != 0)
+        if (rc < 0)
             return rc;
-        store_bind_int(st, 1, j->show[i]);
-        store_bind_text(st, 2, j->hold[i]);
-        store_bind_int(st, 3, j->now_ms);
-        rc = store_step(st);
-        store_reset(st);
+        rc = free_seats(c, j->show[i], j->hold[i], j->seats[i], j->nseats[i],
+                        j->now_ms);
     }
     return rc < 0 ? rc : ERR_OK;
 }
@@ -903,6 +950,10 @@ static void collect_expired(void *arg, const struct inv_hold *h)
         return;
     snprintf(j->hold[j->n], INV_HOLD_ID_MAX, "%s", h->id);
     j->show[j->n] = strtoll(h->id, NULL, 10);
+    j->nseats[j->n] = h->nseats < BOOKING_SEATS_PER_REQUEST_MAX
+                          ? h->nseats
+                          : BOOKING_SEATS_PER_REQUEST_MAX;
+    memcpy(j->seats[j->n], h->seats, j->nseats[j->n] * sizeof(uint32_t));
     j->n++;
 }
 
