@@ -53,9 +53,9 @@ Marquee, with demo data (Ctrl-C stops it):
   booking  $booking
 Try:
   curl -s $catalog/v1/shows/1
-  curl -s $booking/v1/shows/1/seats
+  curl -s $booking/v1/shows/27/seats
   curl -s -H 'X-Customer-Id: me' -H 'Content-Type: application/json' \\
-       -d '{"seats":["A1","A2"]}' $booking/v1/shows/1/holds
+       -d '{"seats":["A1","A2"]}' $booking/v1/shows/27/holds
 Databases: var/catalog.db, var/booking.db (delete them to start again)
 
 INFO
