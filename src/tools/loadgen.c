@@ -31,6 +31,7 @@
 #include "base/config.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "base/program.h"
 
 #define NS_PER_S  INT64_C(1000000000)
 #define NS_PER_MS INT64_C(1000000)
@@ -602,8 +603,7 @@ void loadgen_show_pick(const struct loadgen_show *show, struct rand *r,
 #define TAG_SIGNAL UINT64_C(0xffffffff00000002)
 
 static const struct config_key loadgen_keys[] = {
-    {"log.level", CONFIG_STRING, "info", 0, 0,
-     "debug, info, warn, error or off"},
+    PROGRAM_LOG_KEY,
     {"loadgen.target", CONFIG_STRING, "http://127.0.0.1:8082", 0, 0,
      "the booking service: http://HOST:PORT"},
     {"loadgen.rate", CONFIG_INT, "1000", 1, LOADGEN_RATE_MAX,
@@ -1668,54 +1668,27 @@ static void report(const struct lg_run *run)
     json_decref(out);
 }
 
-static int apply_log_level(const struct config *cfg)
-{
-    enum log_level level;
-
-    if (log_level_parse(config_str(cfg, "log.level"), &level) != ERR_OK) {
-        fprintf(stderr,
-                "config: bad value key=log.level value=\"%s\" "
-                "reason=\"expected debug, info, warn, error or off\"\n",
-                config_str(cfg, "log.level"));
-        return ERR_CONFIG;
-    }
-    log_set_level(level);
-    return ERR_OK;
-}
-
-static int usage(void)
-{
-    fprintf(stderr, "usage: marquee loadgen [--key=value ...]\n\n"
-                    "Sends hold requests to a booking service at a fixed "
-                    "rate and prints one JSON\nobject of counts and "
-                    "latencies on stdout.\n\nkeys:\n");
-    config_print_help(loadgen_keys,
-                      sizeof(loadgen_keys) / sizeof(loadgen_keys[0]), 2);
-    return 2;
-}
-
 int loadgen_main(int argc, char **argv)
 {
     struct config cfg;
     struct lg_run *run;
     int rc, exit_code = 1;
 
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
-            return usage();
+    rc = program_start(&cfg, loadgen_keys,
+                       sizeof(loadgen_keys) / sizeof(loadgen_keys[0]), argc,
+                       argv, "loadgen",
+                       "Sends hold requests to a booking service at a fixed "
+                       "rate and prints one JSON\nobject of counts and "
+                       "latencies on stdout.");
+    if (rc != ERR_OK)
+        return rc == PROGRAM_HELPED ? 2 : 1;
     run = calloc(1, sizeof(*run));
-    if (run == NULL)
+    if (run == NULL) {
+        config_free(&cfg);
         return 1;
-    run->epfd = run->tfd = run->sfd = -1;
-    rc = config_init(&cfg, loadgen_keys,
-                     sizeof(loadgen_keys) / sizeof(loadgen_keys[0]));
-    if (rc == ERR_OK)
-        rc = config_load(&cfg, argc, argv, 1);
-    if (rc != ERR_OK) {
-        fprintf(stderr, "%s\n", cfg.err);
-        goto out_config;
     }
-    if (apply_log_level(&cfg) != ERR_OK || read_settings(run, &cfg) != ERR_OK)
+    run->epfd = run->tfd = run->sfd = -1;
+    if (read_settings(run, &cfg) != ERR_OK)
         goto out_config;
     run->total = loadgen_schedule_total(run->rate, run->duration_s);
 

@@ -11,6 +11,7 @@
 #include "base/config.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "base/program.h"
 #include "services/booking/booking.h"
 #include "services/booking/internal.h"
 
@@ -19,8 +20,7 @@
 
 static const struct config_key booking_keys[] = {
     HTTP_CONFIG_KEYS(8082),
-    {"log.level", CONFIG_STRING, "info", 0, 0,
-     "debug, info, warn, error or off"},
+    PROGRAM_LOG_KEY,
     {"store.path", CONFIG_STRING, "var/booking.db", 0, 0,
      "the booking service's SQLite database file"},
     {"store.synchronous", CONFIG_STRING, "full", 0, 0,
@@ -102,51 +102,6 @@ static void booking_tick(void *app, void *data, int index)
     }
 }
 
-static void make_parent_dir(const char *path)
-{
-    char dir[512];
-    const char *slash = strrchr(path, '/');
-
-    if (slash == NULL || (size_t)(slash - path) >= sizeof(dir))
-        return;
-    memcpy(dir, path, (size_t)(slash - path));
-    dir[slash - path] = '\0';
-    if (mkdir(dir, 0755) != 0 && access(dir, F_OK) != 0)
-        log_warn("booking", "mkdir_failed dir=%s", dir);
-}
-
-static int usage(void)
-{
-    fprintf(stderr, "usage: marquee booking [--key=value ...]\n\nkeys:\n");
-    config_print_help(booking_keys,
-                      sizeof(booking_keys) / sizeof(booking_keys[0]), 2);
-    return 2;
-}
-
-static int load_config(struct config *cfg, int argc, char **argv)
-{
-    enum log_level level;
-    int rc = config_init(cfg, booking_keys,
-                         sizeof(booking_keys) / sizeof(booking_keys[0]));
-
-    if (rc == ERR_OK)
-        rc = config_load(cfg, argc, argv, 1);
-    if (rc != ERR_OK) {
-        fprintf(stderr, "%s\n", cfg->err);
-        return rc;
-    }
-    if (log_level_parse(config_str(cfg, "log.level"), &level) != ERR_OK) {
-        fprintf(stderr,
-                "config: bad value key=log.level value=\"%s\" "
-                "reason=\"expected debug, info, warn, error or "
-                "off\"\n",
-                config_str(cfg, "log.level"));
-        return ERR_CONFIG;
-    }
-    log_set_level(level);
-    return ERR_OK;
-}
-
 static void booking_init(struct booking *b, const struct config *cfg)
 {
     b->clock = clock_system();
@@ -196,11 +151,11 @@ int booking_main(int argc, char **argv)
     struct booking b = {0};
     int exit_code = 1;
 
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
-            return usage();
-    if (load_config(&cfg, argc, argv) != ERR_OK)
-        goto out_config;
+    int started = program_start(&cfg, booking_keys,
+                                sizeof(booking_keys) / sizeof(booking_keys[0]),
+                                argc, argv, "booking", NULL);
+    if (started != ERR_OK)
+        return started == PROGRAM_HELPED ? 2 : 1;
     booking_init(&b, &cfg);
 
     struct store_config sc = {
@@ -209,7 +164,7 @@ int booking_main(int argc, char **argv)
         .busy_timeout_ms = (int)config_int(&cfg, "store.busy_timeout_ms"),
         .synchronous = config_str(&cfg, "store.synchronous"),
     };
-    make_parent_dir(sc.path);
+    program_make_parent_dir(sc.path);
     int rc = store_open(&sc, booking_migrations, booking_nmigrations, &b.store);
     if (rc != ERR_OK) {
         log_error("booking", "store_open_failed path=%s error=%s", sc.path,

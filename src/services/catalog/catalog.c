@@ -10,13 +10,13 @@
 #include "base/config.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "base/program.h"
 #include "services/catalog/catalog.h"
 #include "services/catalog/internal.h"
 
 static const struct config_key catalog_keys[] = {
     HTTP_CONFIG_KEYS(8081),
-    {"log.level", CONFIG_STRING, "info", 0, 0,
-     "debug, info, warn, error or off"},
+    PROGRAM_LOG_KEY,
     {"store.path", CONFIG_STRING, "var/catalog.db", 0, 0,
      "the catalog's SQLite database file"},
     {"store.synchronous", CONFIG_STRING, "full", 0, 0,
@@ -87,43 +87,6 @@ static void catalog_thread_stop(void *app, void *data)
     free(t);
 }
 
-/* Creates the database's folder, so a fresh checkout just runs. */
-static void make_parent_dir(const char *path)
-{
-    char dir[512];
-    const char *slash = strrchr(path, '/');
-
-    if (slash == NULL || (size_t)(slash - path) >= sizeof(dir))
-        return;
-    memcpy(dir, path, (size_t)(slash - path));
-    dir[slash - path] = '\0';
-    if (mkdir(dir, 0755) != 0 && access(dir, F_OK) != 0)
-        log_warn("catalog", "mkdir_failed dir=%s", dir);
-}
-
-static int apply_log_level(const struct config *cfg)
-{
-    enum log_level level;
-
-    if (log_level_parse(config_str(cfg, "log.level"), &level) != ERR_OK) {
-        fprintf(stderr,
-                "config: bad value key=log.level value=\"%s\" "
-                "reason=\"expected debug, info, warn, error or off\"\n",
-                config_str(cfg, "log.level"));
-        return ERR_CONFIG;
-    }
-    log_set_level(level);
-    return ERR_OK;
-}
-
-static int usage(void)
-{
-    fprintf(stderr, "usage: marquee catalog [--key=value ...]\n\nkeys:\n");
-    config_print_help(catalog_keys,
-                      sizeof(catalog_keys) / sizeof(catalog_keys[0]), 2);
-    return 2;
-}
-
 int catalog_main(int argc, char **argv)
 {
     struct config cfg;
@@ -132,19 +95,11 @@ int catalog_main(int argc, char **argv)
     struct http_server *server;
     int rc, exit_code = 1;
 
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
-            return usage();
-    rc = config_init(&cfg, catalog_keys,
-                     sizeof(catalog_keys) / sizeof(catalog_keys[0]));
-    if (rc == ERR_OK)
-        rc = config_load(&cfg, argc, argv, 1);
-    if (rc != ERR_OK) {
-        fprintf(stderr, "%s\n", cfg.err);
-        goto out_config;
-    }
-    if (apply_log_level(&cfg) != ERR_OK)
-        goto out_config;
+    rc = program_start(&cfg, catalog_keys,
+                       sizeof(catalog_keys) / sizeof(catalog_keys[0]), argc,
+                       argv, "catalog", NULL);
+    if (rc != ERR_OK)
+        return rc == PROGRAM_HELPED ? 2 : 1;
 
     struct store_config sc = {
         .backend = "sqlite",
@@ -152,7 +107,7 @@ int catalog_main(int argc, char **argv)
         .busy_timeout_ms = (int)config_int(&cfg, "store.busy_timeout_ms"),
         .synchronous = config_str(&cfg, "store.synchronous"),
     };
-    make_parent_dir(sc.path);
+    program_make_parent_dir(sc.path);
     rc = store_open(&sc, catalog_migrations, catalog_nmigrations, &cat.store);
     if (rc != ERR_OK) {
         log_error("catalog", "store_open_failed path=%s error=%s", sc.path,
