@@ -13,7 +13,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "base/clock.h"
 #include "base/err.h"
@@ -52,11 +51,6 @@ struct store {
     size_t queued;
     bool closing;
     pthread_t writer_thread;
-
-    /* Background checkpoints, when the backend has them. */
-    struct store_conn *checkpointer;
-    pthread_t checkpoint_thread;
-    pthread_cond_t checkpoint_wake; /* closing */
 };
 
 static const struct store_ops *const store_backends[] = {&store_sqlite_ops};
@@ -669,43 +663,6 @@ static int store_start_writer(struct store *s)
     return ERR_OK;
 }
 
-static void *store_checkpoint_main(void *arg)
-{
-    struct store *s = arg;
-
-    pthread_mutex_lock(&s->lock);
-    while (!s->closing) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += STORE_CHECKPOINT_INTERVAL_MS * 1000000L;
-        until.tv_sec += until.tv_nsec / 1000000000L;
-        until.tv_nsec %= 1000000000L;
-        pthread_cond_timedwait(&s->checkpoint_wake, &s->lock, &until);
-        if (s->closing)
-            break;
-        pthread_mutex_unlock(&s->lock);
-        s->ops->checkpoint(s->checkpointer);
-        pthread_mutex_lock(&s->lock);
-    }
-    pthread_mutex_unlock(&s->lock);
-    return NULL;
-}
-
-/* Optional: without it the backend checkpoints on its own. */
-static void store_start_checkpointer(struct store *s)
-{
-    pthread_cond_init(&s->checkpoint_wake, NULL);
-    if (s->ops->checkpoint == NULL ||
-        s->ops->open(&s->cfg, true, &s->checkpointer) != ERR_OK)
-        return;
-    if (pthread_create(&s->checkpoint_thread, NULL, store_checkpoint_main, s) !=
-        0) {
-        log_warn("store", "checkpoint_thread_failed path=\"%s\"", s->path);
-        store_conn_close(s->checkpointer);
-        s->checkpointer = NULL;
-    }
-}
-
 int store_open(const struct store_config *cfg,
                const struct store_migration *migrations, size_t nmigrations,
                struct store **out)
@@ -734,7 +691,6 @@ int store_open(const struct store_config *cfg,
     rc = store_start_writer(s);
     if (rc != ERR_OK)
         goto out_close_writer;
-    store_start_checkpointer(s);
 
     atomic_store(&s->ready, true);
     log_info("store", "open path=\"%s\" backend=%s schema_version=%d", s->path,
@@ -761,12 +717,7 @@ void store_close(struct store *s)
     /* Cleared after closing, so a caller who sees false gets ERR_CLOSED. */
     atomic_store(&s->ready, false);
     pthread_cond_signal(&s->wake);
-    pthread_cond_signal(&s->checkpoint_wake);
     pthread_mutex_unlock(&s->lock);
-    if (s->checkpointer != NULL) {
-        pthread_join(s->checkpoint_thread, NULL);
-        store_conn_close(s->checkpointer);
-    }
 
     /* The writer drains the queue before it returns. */
     pthread_join(s->writer_thread, NULL);
@@ -774,11 +725,7 @@ void store_close(struct store *s)
              (unsigned long long)counter_get(&s->stats.commits),
              (unsigned long long)counter_get(&s->stats.writes));
 
-    /* The last checkpoint, by the writer's connection on its way out. */
-    if (s->ops->checkpoint != NULL)
-        s->ops->checkpoint(s->writer);
     store_conn_close(s->writer);
-    pthread_cond_destroy(&s->checkpoint_wake);
     pthread_cond_destroy(&s->wake);
     pthread_mutex_destroy(&s->lock);
     store_free(s);

@@ -31,10 +31,9 @@ struct store_stmt;
 #define STORE_ROW 1
 
 /* Named limits. */
-#define STORE_BATCH_MAX_DEFAULT      256  /* jobs per group commit */
-#define STORE_QUEUE_MAX_DEFAULT      4096 /* queued write jobs before ERR_FULL */
-#define STORE_STMT_CACHE_MAX         64   /* cached statements per connection */
-#define STORE_CHECKPOINT_INTERVAL_MS 100  /* background checkpoints */
+#define STORE_BATCH_MAX_DEFAULT 256  /* jobs per group commit */
+#define STORE_QUEUE_MAX_DEFAULT 4096 /* queued write jobs before ERR_FULL */
+#define STORE_STMT_CACHE_MAX    64   /* cached statements per connection */
 
 struct store_config {
     const char *backend;     /* "sqlite" (NULL means "sqlite") */
@@ -197,13 +196,6 @@ struct store_ops {
     int64_t (*col_int)(struct store_stmt *st, int col);
     const char *(*col_text)(struct store_stmt *st, int col);
     bool (*col_is_null)(struct store_stmt *st, int col);
-    /*
-     * Optional: moves committed data from a log into the database file
-     * without blocking the writer (SQLite: a PASSIVE WAL checkpoint).  When
-     * set, the writer's connection never does it itself, and a background
-     * thread of the store calls it every STORE_CHECKPOINT_INTERVAL_MS.
-     */
-    int (*checkpoint)(struct store_conn *c);
     int64_t (*changes)(struct store_conn *c);
     int64_t (*last_insert_id)(struct store_conn *c);
     bool (*in_transaction)(struct store_conn *c);

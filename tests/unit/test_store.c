@@ -10,7 +10,6 @@
  * the writer pointing into a dead stack frame.
  */
 #include <dirent.h>
-#include <sys/stat.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -1084,49 +1083,6 @@ TEST(writer_busy_database_retried_then_busy)
     tmp_db_remove(&t);
 }
 
-/* Checkpoints ------------------------------------------------------------ */
-
-static int insert_many(struct store_conn *c, void *arg)
-{
-    int64_t first = *(int64_t *)arg;
-    int rc = ERR_OK;
-
-    for (int64_t i = 0; i < 200 && rc == ERR_OK; i++)
-        rc = insert_item(c, first + i, 1,
-                         "a note long enough to fill some pages of the log");
-    return rc;
-}
-
-static long file_size(const char *path)
-{
-    struct stat st;
-
-    return stat(path, &st) == 0 ? (long)st.st_size : -1;
-}
-
-TEST(checkpoints_run_in_the_background)
-{
-    struct tmp_db t;
-    struct store_config cfg;
-
-    tmp_db_make(&t);
-    cfg = test_config(&t);
-    struct store *s = open_store(&cfg, 3);
-    long before = file_size(t.path);
-    /* The writer's connection never checkpoints by itself... */
-    for (int64_t batch = 0; batch < 20; batch++) {
-        int64_t first = 1000 + batch * 200;
-        CHECK_INT(store_write_sync(s, insert_many, &first), ERR_OK);
-    }
-    /* ...the store's thread moves the log into the database file soon. */
-    for (int i = 0; i < 100 && file_size(t.path) <= before; i++)
-        sleep_ms(20);
-    CHECK(file_size(t.path) > before);
-    CHECK_INT(raw_count(t.path, "SELECT count(*) FROM items"), 4000);
-    store_close(s);
-    tmp_db_remove(&t);
-}
-
 HARNESS_MAIN(T(migrations_applied_once), T(migrations_none_gives_version_zero),
              T(migrations_database_newer_is_corrupt),
              T(migrations_failure_rolls_back_that_step),
@@ -1136,7 +1092,6 @@ HARNESS_MAIN(T(migrations_applied_once), T(migrations_none_gives_version_zero),
              T(config_wal_and_read_only_readers),
              T(statements_bind_step_columns),
              T(statements_constraint_is_conflict),
-             T(checkpoints_run_in_the_background),
              T(statements_cache_same_statement_reset),
              T(statements_cache_evicts_least_recent),
              T(statements_reset_releases_snapshot),

@@ -188,10 +188,6 @@ static int sqlite_setup_writer(sqlite3 *db, const struct store_config *cfg,
         rc = sqlite_exec_db(db, sync_pragma);
     if (rc == ERR_OK)
         rc = sqlite_exec_db(db, "PRAGMA foreign_keys=ON");
-    /* Checkpoints run on the store's own thread (sqlite_checkpoint), so a
-     * commit never waits behind one: that was the commit latency's tail. */
-    if (rc == ERR_OK)
-        rc = sqlite_exec_db(db, "PRAGMA wal_autocheckpoint=0");
     return rc;
 }
 
@@ -403,22 +399,6 @@ static bool sqlite_in_transaction(struct store_conn *c)
     return sqlite3_get_autocommit(conn_db(c)) == 0;
 }
 
-/* PASSIVE: copies what it can without waiting for the writer or readers. */
-static int sqlite_checkpoint(struct store_conn *c)
-{
-    struct sqlite_conn *sc = (struct sqlite_conn *)c;
-    int frames = 0, done = 0;
-    int code = sqlite3_wal_checkpoint_v2(
-        sc->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &frames, &done);
-
-    if (code != SQLITE_OK && code != SQLITE_BUSY) {
-        log_warn("store", "checkpoint failed code=%d err=\"%s\"", code,
-                 sqlite3_errmsg(sc->db));
-        return sqlite_map(code);
-    }
-    return ERR_OK;
-}
-
 const struct store_ops store_sqlite_ops = {
     .name = "sqlite",
     .open = sqlite_open,
@@ -437,5 +417,4 @@ const struct store_ops store_sqlite_ops = {
     .changes = sqlite_changes,
     .last_insert_id = sqlite_last_insert_id,
     .in_transaction = sqlite_in_transaction,
-    .checkpoint = sqlite_checkpoint,
 };
