@@ -30,6 +30,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bin=${MARQUEE_BIN:-build/release/marquee}
 duration_s=${BENCH_DURATION_S:-10}
+# The anchor's transaction stores no idempotency record, so by default the
+# holds carry no Idempotency-Key either: the same work on both sides.
+# BENCH_KEYS=true sends one with every hold (booking then also stores every
+# answer, refusals included).
+keys=${BENCH_KEYS:-false}
 step_s=${BENCH_STEP_S:-4}
 connections=${BENCH_CONNECTIONS:-64}
 first_rate=${BENCH_FIRST_RATE:-1000}
@@ -207,6 +212,7 @@ run_marquee() {
         --loadgen.hot_share="$hot_share" \
         --loadgen.seats_per_hold="$seats_per_hold" \
         --loadgen.release_share="$release_share" --loadgen.seed="$seed" \
+        --loadgen.idempotency_keys="$keys" \
         >"$out.json" 2>"$out.log" &
     load_pid=$!
     wait "$load_pid" || {
@@ -413,7 +419,8 @@ append_results() {
   $seats_per_hold adjacent seats per hold; $release_share% of successful
   holds released right after; every run starts with every seat free
 - marquee: \`marquee loadgen\` open-loop at $rate/s ($rate_note),
-  $connections connections, ${duration_s}s;
+  $connections connections, ${duration_s}s; Idempotency-Key on every
+  hold: $keys (the anchor stores no idempotency record);
   booking --http.threads=$booking_threads, SQLite synchronous=FULL
 - PostgreSQL: \`pgbench -M prepared -c $pg_clients -j $pg_threads
   -T $duration_s -f bench/pg/hold.sql\`, closed-loop;

@@ -622,6 +622,8 @@ static const struct config_key loadgen_keys[] = {
      "adjacent seats in one row per hold"},
     {"loadgen.release_share", CONFIG_INT, "0", 0, 100,
      "percent of successful holds released right after"},
+    {"loadgen.idempotency_keys", CONFIG_BOOL, "true", 0, 0,
+     "send an Idempotency-Key with every hold (and resend lost ones)"},
     {"loadgen.timeout_ms", CONFIG_INT, "5000", 1, 600000,
      "an answer not in this long after its scheduled time is a timeout"},
     {"loadgen.seed", CONFIG_INT, "0", 0, INT64_MAX,
@@ -663,6 +665,7 @@ struct lg_run {
     socklen_t addrlen;
     int64_t rate, duration_s, timeout_ns;
     int nconns, hot_share, release_share;
+    bool keys; /* send an Idempotency-Key with every hold */
     uint32_t seats_per_hold;
     uint64_t seed;
     int64_t hot_id, cold_lo, cold_hi;
@@ -764,7 +767,8 @@ static void conn_fail(struct lg_run *run, struct lg_conn *c, bool timeout,
         run->n.releases_failed++;
     } else if (c->state == LG_BUSY && timeout) {
         run->n.timeouts++;
-    } else if (c->state == LG_BUSY && c->in_len == 0 && !c->resent) {
+    } else if (c->state == LG_BUSY && c->in_len == 0 && !c->resent &&
+               run->keys) {
         resend = true;
         c->resent = true;
         c->resend_sched_ns = c->since_ns;
@@ -869,18 +873,21 @@ static void build_hold(struct lg_run *run, struct lg_conn *c)
     blen += (size_t)snprintf(body + blen, sizeof(body) - blen, "]}");
     assert(blen < sizeof(body));
 
+    char key[64] = "";
+    if (run->keys)
+        snprintf(key, sizeof(key), "Idempotency-Key: %s-%llu\r\n", run->tag,
+                 (unsigned long long)seq);
     n = snprintf(c->out, sizeof(c->out),
                  "POST /v1/shows/%lld/holds HTTP/1.1\r\n"
                  "Host: %s:%d\r\n"
                  "Content-Type: application/json\r\n"
                  "X-Customer-Id: %s-%llu\r\n"
-                 "Idempotency-Key: %s-%llu\r\n"
+                 "%s"
                  "Content-Length: %zu\r\n"
                  "\r\n"
                  "%s",
                  (long long)show->id, run->host, run->port, run->tag,
-                 (unsigned long long)seq, run->tag, (unsigned long long)seq,
-                 blen, body);
+                 (unsigned long long)seq, key, blen, body);
     assert(n > 0 && (size_t)n < sizeof(c->out));
     c->out_len = (size_t)n;
     c->out_off = 0;
@@ -1524,6 +1531,7 @@ static int read_settings(struct lg_run *run, const struct config *cfg)
     run->hot_share = (int)config_int(cfg, "loadgen.hot_share");
     run->seats_per_hold = (uint32_t)config_int(cfg, "loadgen.seats_per_hold");
     run->release_share = (int)config_int(cfg, "loadgen.release_share");
+    run->keys = config_bool(cfg, "loadgen.idempotency_keys");
     run->timeout_ns = config_int(cfg, "loadgen.timeout_ms") * NS_PER_MS;
     run->seed = (uint64_t)config_int(cfg, "loadgen.seed");
     if (loadgen_range_parse(cold, &run->cold_lo, &run->cold_hi) != ERR_OK ||
