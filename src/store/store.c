@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "base/clock.h"
+#include "base/config.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "store/store_int.h"
@@ -749,4 +750,13 @@ void store_get_stats(const struct store *s, struct store_stats *out)
     out->busy_retries = counter_get(&s->stats.busy_retries);
     out->batch_max_seen = counter_get(&s->stats.batch_max_seen);
     out->queue_full = counter_get(&s->stats.queue_full);
+}
+
+void store_config_from(struct store_config *out, const struct config *cfg)
+{
+    memset(out, 0, sizeof(*out));
+    out->backend = "sqlite";
+    out->path = config_str(cfg, "store.path");
+    out->busy_timeout_ms = (int)config_int(cfg, "store.busy_timeout_ms");
+    out->synchronous = config_str(cfg, "store.synchronous");
 }

@@ -44,6 +44,24 @@ struct store_config {
     int queue_max;           /* 0 = STORE_QUEUE_MAX_DEFAULT */
 };
 
+/*
+ * The store.* configuration keys, for a program's key table (its database
+ * file by default at default_path), and a reader that fills a
+ * store_config from them.  The strings stay owned by cfg.
+ */
+/* clang-format off */
+#define STORE_CONFIG_KEYS(default_path)                                        \
+    {"store.path", CONFIG_STRING, default_path, 0, 0,                          \
+     "the service's SQLite database file"},                                    \
+    {"store.synchronous", CONFIG_STRING, "full", 0, 0,                         \
+     "SQLite synchronous setting: full or normal"},                            \
+    {"store.busy_timeout_ms", CONFIG_INT, "5000", 0, 600000,                   \
+     "how long to wait for another process's write lock"}
+/* clang-format on */
+
+struct config;
+void store_config_from(struct store_config *out, const struct config *cfg);
+
 /* One schema step; versions start at 1 and increase by 1. */
 struct store_migration {
     int version;

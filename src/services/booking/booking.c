@@ -21,12 +21,7 @@
 static const struct config_key booking_keys[] = {
     HTTP_CONFIG_KEYS(8082),
     PROGRAM_LOG_KEY,
-    {"store.path", CONFIG_STRING, "var/booking.db", 0, 0,
-     "the booking service's SQLite database file"},
-    {"store.synchronous", CONFIG_STRING, "full", 0, 0,
-     "SQLite synchronous setting: full or normal"},
-    {"store.busy_timeout_ms", CONFIG_INT, "5000", 0, 600000,
-     "how long to wait for another process's write lock"},
+    STORE_CONFIG_KEYS("var/booking.db"),
     {"booking.catalog_url", CONFIG_STRING, "http://127.0.0.1:8081", 0, 0,
      "where the catalog answers, to fetch shows"},
     {"booking.max_seats_per_hold", CONFIG_INT, "10", 1,
@@ -158,12 +153,8 @@ int booking_main(int argc, char **argv)
         return started == PROGRAM_HELPED ? 2 : 1;
     booking_init(&b, &cfg);
 
-    struct store_config sc = {
-        .backend = "sqlite",
-        .path = config_str(&cfg, "store.path"),
-        .busy_timeout_ms = (int)config_int(&cfg, "store.busy_timeout_ms"),
-        .synchronous = config_str(&cfg, "store.synchronous"),
-    };
+    struct store_config sc;
+    store_config_from(&sc, &cfg);
     program_make_parent_dir(sc.path);
     int rc = store_open(&sc, booking_migrations, booking_nmigrations, &b.store);
     if (rc != ERR_OK) {

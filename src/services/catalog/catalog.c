@@ -17,12 +17,7 @@
 static const struct config_key catalog_keys[] = {
     HTTP_CONFIG_KEYS(8081),
     PROGRAM_LOG_KEY,
-    {"store.path", CONFIG_STRING, "var/catalog.db", 0, 0,
-     "the catalog's SQLite database file"},
-    {"store.synchronous", CONFIG_STRING, "full", 0, 0,
-     "SQLite synchronous setting: full or normal"},
-    {"store.busy_timeout_ms", CONFIG_INT, "5000", 0, 600000,
-     "how long to wait for another process's write lock"},
+    STORE_CONFIG_KEYS("var/catalog.db"),
     {"catalog.admin_token", CONFIG_STRING, "", 0, 0,
      "bearer token for admin routes; empty disables them"},
     {"catalog.demo", CONFIG_BOOL, "false", 0, 0,
@@ -101,12 +96,8 @@ int catalog_main(int argc, char **argv)
     if (rc != ERR_OK)
         return rc == PROGRAM_HELPED ? 2 : 1;
 
-    struct store_config sc = {
-        .backend = "sqlite",
-        .path = config_str(&cfg, "store.path"),
-        .busy_timeout_ms = (int)config_int(&cfg, "store.busy_timeout_ms"),
-        .synchronous = config_str(&cfg, "store.synchronous"),
-    };
+    struct store_config sc;
+    store_config_from(&sc, &cfg);
     program_make_parent_dir(sc.path);
     rc = store_open(&sc, catalog_migrations, catalog_nmigrations, &cat.store);
     if (rc != ERR_OK) {
