@@ -425,12 +425,46 @@ class ExpiryTest(unittest.TestCase):
         finally:
             self.assertEqual(p.close(), [0, 0])
 
+    def test_expired_hold_is_free_with_no_sweeper(self):
+        """The database's own test for a free seat counts an expired hold
+        as free: with the sweepers a minute away, a second process whose
+        memory never saw the hold takes the seats the moment it ends."""
+        p = Platform(bookings=2,
+                     booking_flags={"booking.max_hold_life_s": "2",
+                                    "booking.sweep_ms": "60000"})
+        try:
+            a, b = p.bookings
+            _, _, m = a.json("GET", "/v1/shows/3/seats")
+            b.json("GET", "/v1/shows/3/seats")  # b's memory: all free
+            seats = seat_ids(m, 1, 3)
+            status, _, first = hold(a, 3, seats)
+            self.assertEqual(status, 201, first)
+            # Before the deadline the database refuses b, whatever b thinks.
+            status, _, body = hold(b, 3, seats)
+            self.assertEqual((status, body["type"]),
+                             (409, "/problems/seats-taken"))
+            time.sleep(2.3)
+            # b reloaded the seats it lost, and the hold is now past its
+            # deadline: both b's memory and the database say free.
+            status, _, second = hold(b, 3, seats)
+            self.assertEqual(status, 201, second)
+            # a never swept: its memory reads the deadline too.
+            status, _, body = hold(a, 3, seats)
+            self.assertEqual((status, body["type"]),
+                             (409, "/problems/seats-taken"))
+            self.assertNotIn("booking: sweep ", a.log() + b.log())
+            holds, taken = live_holds(p.db)
+            self.assertEqual(set(holds), {second["id"]})
+            self.assertEqual(set(taken.values()), {second["id"]})
+        finally:
+            self.assertEqual(p.close(), [0, 0, 0])
+
 
 class NoOversellTest(unittest.TestCase):
     """64 clients, two booking processes, one database, the same seats."""
 
     CLIENTS = 64
-    ROUNDS = 40
+    ROUNDS = 50  # 64 x 50 = 3,200 contested holds
 
     def test_two_processes_never_sell_a_seat_twice(self):
         p = Platform(bookings=2,
