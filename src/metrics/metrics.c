@@ -29,15 +29,15 @@ const double metrics_latency_buckets[] = {
 const size_t metrics_latency_nbuckets =
     sizeof(metrics_latency_buckets) / sizeof(metrics_latency_buckets[0]);
 
-#define OVERFLOW_VALUE   "other"
-#define LABELS_TEXT_MAX  (METRICS_LABELS_MAX * (METRICS_NAME_MAX + \
-                          2 * METRICS_LABEL_VALUE_MAX + 4))
+#define OVERFLOW_VALUE "other"
+#define LABELS_TEXT_MAX                                                        \
+    (METRICS_LABELS_MAX * (METRICS_NAME_MAX + 2 * METRICS_LABEL_VALUE_MAX + 4))
 
 struct metrics_series {
     struct metrics_family *family;
-    char *labels;             /* inside of the braces; "" without labels */
-    _Atomic uint64_t value;   /* a counter's count, a gauge's double bits */
-    _Atomic uint64_t sum;     /* a histogram's sum, as double bits */
+    char *labels;              /* inside of the braces; "" without labels */
+    _Atomic uint64_t value;    /* a counter's count, a gauge's double bits */
+    _Atomic uint64_t sum;      /* a histogram's sum, as double bits */
     _Atomic uint64_t counts[]; /* a histogram's buckets, +Inf last */
 };
 
@@ -278,8 +278,7 @@ static struct metrics_family *family_new(enum metrics_type type,
                                          const char *name, const char *help,
                                          size_t nlabels,
                                          const char *const *labels,
-                                         const double *buckets,
-                                         size_t nbuckets)
+                                         const double *buckets, size_t nbuckets)
 {
     struct metrics_family *f = calloc(1, sizeof(*f));
 
@@ -322,15 +321,17 @@ struct metrics_family *metrics_family(struct metrics *m, enum metrics_type type,
     if (type == METRICS_HISTOGRAM) {
         assert(nbuckets > 0 && nbuckets <= METRICS_BUCKETS_MAX);
         for (size_t i = 0; i < nbuckets; i++)
-            assert(isfinite(buckets[i]) && (i == 0 || buckets[i - 1] < buckets[i]));
+            assert(isfinite(buckets[i]) &&
+                   (i == 0 || buckets[i - 1] < buckets[i]));
     }
 
     pthread_mutex_lock(&m->lock);
     for (size_t i = 0; i < m->nfamilies; i++) {
         if (strcmp(m->families[i]->name, name) == 0) {
             f = m->families[i];
-            assert(family_matches(f, type, nlabels, labels, buckets, nbuckets) &&
-                   "one metric name registered with two shapes");
+            assert(
+                family_matches(f, type, nlabels, labels, buckets, nbuckets) &&
+                "one metric name registered with two shapes");
             goto out_unlock;
         }
     }
@@ -421,8 +422,7 @@ struct metrics_series *metrics_counter(struct metrics *m, const char *name,
                                        const char *help)
 {
     return metrics_series(
-        metrics_family(m, METRICS_COUNTER, name, help, 0, NULL, NULL, 0),
-        NULL);
+        metrics_family(m, METRICS_COUNTER, name, help, 0, NULL, NULL, 0), NULL);
 }
 
 struct metrics_series *metrics_gauge(struct metrics *m, const char *name,
@@ -434,8 +434,7 @@ struct metrics_series *metrics_gauge(struct metrics *m, const char *name,
 
 struct metrics_series *metrics_histogram(struct metrics *m, const char *name,
                                          const char *help,
-                                         const double *buckets,
-                                         size_t nbuckets)
+                                         const double *buckets, size_t nbuckets)
 {
     return metrics_series(metrics_family(m, METRICS_HISTOGRAM, name, help, 0,
                                          NULL, buckets, nbuckets),

@@ -104,8 +104,8 @@ static void collect_process(struct metrics_out *out, void *arg)
                            "User and system CPU time spent, in seconds.");
         metrics_out_sample(out, "process_cpu_seconds_total", NULL,
                            st.cpu_seconds);
-        metrics_out_family(out, "process_resident_memory_bytes",
-                           METRICS_GAUGE, "Resident memory size in bytes.");
+        metrics_out_family(out, "process_resident_memory_bytes", METRICS_GAUGE,
+                           "Resident memory size in bytes.");
         metrics_out_sample(out, "process_resident_memory_bytes", NULL,
                            st.resident_bytes);
         metrics_out_family(out, "process_virtual_memory_bytes", METRICS_GAUGE,

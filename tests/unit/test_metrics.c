@@ -14,8 +14,8 @@
 #include "base/err.h"
 #include "metrics/metrics.h"
 
-#define THREADS     8
-#define PER_THREAD  200000
+#define THREADS    8
+#define PER_THREAD 200000
 
 /* The exposition of m; the caller frees it. */
 static char *render(struct metrics *m)
@@ -112,8 +112,8 @@ TEST(labelled_series_share_one_family)
     CHECK(a != b);
     CHECK(metrics_series(f, ok) == a); /* the same values, the same series */
     /* The same family asked again is the first one. */
-    CHECK(metrics_family(m, METRICS_COUNTER, "marquee_req_total", "x", 2,
-                         names, NULL, 0) == f);
+    CHECK(metrics_family(m, METRICS_COUNTER, "marquee_req_total", "x", 2, names,
+                         NULL, 0) == f);
     metrics_add(a, 3);
     metrics_inc(b);
 
@@ -133,9 +133,8 @@ TEST(labelled_histogram_puts_le_last)
     static const char *const names[] = {"route"};
     static const double bounds[] = {1};
     struct metrics *m = metrics_create();
-    struct metrics_family *f =
-        metrics_family(m, METRICS_HISTOGRAM, "marquee_d_seconds", "D.", 1,
-                       names, bounds, 1);
+    struct metrics_family *f = metrics_family(
+        m, METRICS_HISTOGRAM, "marquee_d_seconds", "D.", 1, names, bounds, 1);
     const char *v[] = {"/a"};
 
     metrics_observe(metrics_series(f, v), 2);
@@ -152,9 +151,9 @@ TEST(label_values_are_escaped)
 {
     static const char *const names[] = {"path"};
     struct metrics *m = metrics_create();
-    struct metrics_family *f = metrics_family(
-        m, METRICS_GAUGE, "marquee_g", "Help with \\ and\nnewline.", 1, names,
-        NULL, 0);
+    struct metrics_family *f =
+        metrics_family(m, METRICS_GAUGE, "marquee_g",
+                       "Help with \\ and\nnewline.", 1, names, NULL, 0);
     const char *v[] = {"a\"b\\c\nd"};
 
     metrics_set(metrics_series(f, v), 1);
@@ -183,9 +182,8 @@ TEST(series_past_the_limit_fold_into_other)
 {
     static const char *const names[] = {"show"};
     struct metrics *m = metrics_create();
-    struct metrics_family *f = metrics_family(m, METRICS_COUNTER,
-                                              "marquee_per_show_total", "P.",
-                                              1, names, NULL, 0);
+    struct metrics_family *f = metrics_family(
+        m, METRICS_COUNTER, "marquee_per_show_total", "P.", 1, names, NULL, 0);
     struct metrics_series *first = NULL, *last = NULL;
     char id[16];
     const char *v[] = {id};
@@ -274,9 +272,12 @@ TEST(process_family_reads_this_process)
         x += i * 0.5;
     char *text = render(m);
     const char *names[] = {
-        "process_cpu_seconds_total",   "process_resident_memory_bytes",
-        "process_virtual_memory_bytes", "process_open_fds",
-        "process_max_fds",             "process_start_time_seconds",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         char key[80];
@@ -289,9 +290,10 @@ TEST(process_family_reads_this_process)
             harness_fail(__FILE__, __LINE__, "%s = %g", names[i], v);
     }
     /* Started within the last day, by the wall clock. */
-    double start = strtod(strstr(text, "\nprocess_start_time_seconds ") + 28,
-                          NULL);
-    CHECK(start > (double)time(NULL) - 86400 && start <= (double)time(NULL) + 1);
+    double start =
+        strtod(strstr(text, "\nprocess_start_time_seconds ") + 28, NULL);
+    CHECK(start > (double)time(NULL) - 86400 &&
+          start <= (double)time(NULL) + 1);
     free(text);
     metrics_free(m);
 }
@@ -341,8 +343,7 @@ TEST(concurrent_updates_lose_nothing)
     snprintf(line, sizeof(line), "marquee_lat_seconds_bucket{le=\"0.6\"} %.0f",
              total * 3 / 4);
     CHECK_LINE(text, line);
-    snprintf(line, sizeof(line), "marquee_lat_seconds_sum %.0f",
-             total * 0.375);
+    snprintf(line, sizeof(line), "marquee_lat_seconds_sum %.0f", total * 0.375);
     CHECK_LINE(text, line);
     free(text);
     metrics_free(m);
