@@ -13,11 +13,21 @@
 
 #include "base/rand.h"
 #include "http/http.h"
+#include "metrics/metrics.h"
 
 #define HTTP_SEGS_MAX       16   /* path segments per route pattern */
 #define HTTP_CLOSE_GRACE_MS 1000 /* to close idle connections at stop */
 
 struct http_task;
+
+/* 1xx to 5xx: the code label of marquee_http_requests_total. */
+#define HTTP_STATUS_CLASSES 5
+
+/* The series one route's requests are counted in (observe.c). */
+struct http_route_metrics {
+    struct metrics_series *requests[HTTP_STATUS_CLASSES];
+    struct metrics_series *duration;
+};
 
 struct http_route_compiled {
     char method[8];
@@ -26,6 +36,8 @@ struct http_route_compiled {
     size_t nsegs;
     http_handler_fn fn;
     char *storage; /* owned copy of the pattern the pointers point into */
+    char *pattern; /* the pattern as given, for metrics labels */
+    struct http_route_metrics metrics;
 };
 
 /* One accepted connection, tracked so the server can count and close it. */
@@ -55,6 +67,11 @@ struct http_thread {
     h2o_timeout_t tick_timeout;
     h2o_timeout_entry_t tick_entry;
     bool tick_armed;
+    h2o_timeout_t lag_timeout; /* observe.c: the event-loop lag probe */
+    h2o_timeout_entry_t lag_entry;
+    bool lag_armed;
+    int64_t lag_due_ns, lag_window_start_ns, lag_window_max_ns;
+    struct metrics_series *lag;
     h2o_multithread_message_t stop_message;
     h2o_linklist_t conns;
     size_t nconns, max_conns;
@@ -80,6 +97,8 @@ struct http_server {
     /* Requests in flight, deferred answers, posted tasks and holds, over
      * all threads: shutdown waits for it to reach zero. */
     atomic_long work;
+    struct http_route_metrics unmatched; /* requests no route took */
+    struct metrics_series *inflight, *connections;
 };
 
 struct http_req {
@@ -92,6 +111,7 @@ struct http_req {
     json_t *json; /* parsed body, released with the request */
     struct http_async *async;
     int64_t start_ms;
+    int64_t start_ns; /* monotonic, for the duration histogram */
     int status;
     bool answered;
     bool deferred;
@@ -104,6 +124,15 @@ void http_route_free(struct http_route_compiled *r);
 /* True when the path matches the pattern; fills params (pool copies). */
 bool http_route_match(const struct http_route_compiled *r, h2o_mem_pool_t *pool,
                       const char *path, size_t len, const char **params);
+
+/* observe.c */
+int64_t http_now_ns(void);
+void http_metrics_setup(struct http_server *s);
+void http_metrics_request_start(struct http_req *req);
+void http_metrics_request_end(struct http_req *req);
+void http_handle_metrics(struct http_req *req, void *app);
+void http_metrics_lag_start(struct http_thread *t);
+void http_metrics_lag_stop(struct http_thread *t);
 
 /* respond.c */
 void http_respond_iovec(struct http_req *req, int status,

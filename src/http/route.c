@@ -18,8 +18,11 @@ int http_route_compile(struct http_route_compiled *out,
     memcpy(out->method, in->method, mlen + 1);
     out->fn = in->fn;
     out->storage = strdup(in->pattern + 1);
-    if (out->storage == NULL)
+    out->pattern = strdup(in->pattern);
+    if (out->storage == NULL || out->pattern == NULL) {
+        http_route_free(out);
         return ERR_NOMEM;
+    }
 
     /* "/v1/shows/{id}" -> "v1", "shows", {id}; "/" has no segment. */
     char *p = out->storage;
@@ -58,7 +61,9 @@ out_bad:
 void http_route_free(struct http_route_compiled *r)
 {
     free(r->storage);
+    free(r->pattern);
     r->storage = NULL;
+    r->pattern = NULL;
 }
 
 bool http_route_match(const struct http_route_compiled *r, h2o_mem_pool_t *pool,

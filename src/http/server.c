@@ -59,6 +59,7 @@ static void on_req_dispose(void *p)
     assert(t->inflight > 0);
     t->inflight--;
     atomic_fetch_sub(&t->server->work, 1);
+    http_metrics_request_end(req);
     if (req->async != NULL)
         req->async->req = NULL;
     json_decref(req->json);
@@ -138,6 +139,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *h)
     req->h2o = h;
     req->thread = t;
     req->start_ms = (int64_t)h2o_now(t->ctx.loop);
+    http_metrics_request_start(req);
     t->inflight++;
     atomic_fetch_add(&s->work, 1);
     if (t->stopping)
@@ -388,6 +390,7 @@ static void on_conn_close(void *data)
     h2o_linklist_unlink(&c->link);
     free(c);
     t->nconns--;
+    metrics_gauge_add(t->server->connections, -1);
     if (t->accept_paused && !t->stopping && t->nconns < t->max_conns) {
         t->accept_paused = false;
         h2o_socket_read_start(t->listener, on_accept);
@@ -410,6 +413,7 @@ static void accept_one(struct http_thread *t, int fd)
     c->fd = fd;
     h2o_linklist_insert(&t->conns, &c->link);
     t->nconns++;
+    metrics_gauge_add(t->server->connections, 1);
     sock->on_close.cb = on_conn_close;
     sock->on_close.data = c;
     h2o_accept(&t->accept_ctx, sock);
@@ -570,6 +574,7 @@ static void thread_dispose(struct http_thread *t)
         h2o_timeout_dispose(loop, &t->tick_timeout);
         t->tick_armed = false;
     }
+    http_metrics_lag_stop(t);
     h2o_multithread_unregister_receiver(t->queue, &t->async_receiver);
     h2o_multithread_unregister_receiver(t->queue, &t->stop_receiver);
     h2o_multithread_unregister_receiver(t->queue, &t->task_receiver);
@@ -656,6 +661,7 @@ static void *thread_main(void *arg)
         h2o_timeout_link(t->ctx.loop, &t->tick_timeout, &t->tick_entry);
         t->tick_armed = true;
     }
+    http_metrics_lag_start(t);
     h2o_socket_read_start(t->listener, on_accept);
     run_loop(t);
     if (s->cfg.thread_stop != NULL)
@@ -777,6 +783,7 @@ int http_server_create(const struct http_server_config *cfg,
     static const struct http_route builtin[] = {
         {"GET", "/healthz", handle_healthz},
         {"GET", "/readyz", handle_readyz},
+        {"GET", "/metrics", http_handle_metrics},
     };
     struct http_server *s = calloc(1, sizeof(*s));
     int rc = ERR_OK;
@@ -791,7 +798,8 @@ int http_server_create(const struct http_server_config *cfg,
     if (s->nthreads > HTTP_THREADS_MAX)
         s->nthreads = HTTP_THREADS_MAX;
 
-    for (size_t i = 0; i < 2 && rc == ERR_OK; i++)
+    for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]) && rc == ERR_OK;
+         i++)
         rc = add_route(s, &builtin[i]);
     for (size_t i = 0; i < nroutes && rc == ERR_OK; i++)
         rc = add_route(s, &routes[i]);
@@ -799,6 +807,7 @@ int http_server_create(const struct http_server_config *cfg,
         goto out_free;
 
     configure_h2o(s);
+    http_metrics_setup(s);
     s->threads = calloc((size_t)s->nthreads, sizeof(*s->threads));
     if (s->threads == NULL) {
         rc = ERR_NOMEM;

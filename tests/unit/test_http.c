@@ -134,10 +134,17 @@ static void h_late(struct http_req *req, void *app)
     pthread_detach(t);
 }
 
+/* Blocks its loop on purpose, for the event-loop lag probe to see. */
+static void h_stall(struct http_req *req, void *app)
+{
+    (void)app;
+    usleep(300 * 1000);
+    http_respond_json(req, 200, json_pack("{s:b}", "stalled", 1));
+}
+
 static const struct http_route test_routes[] = {
-    {"GET", "/things/{id}", h_thing},
-    {"POST", "/echo", h_echo},
-    {"GET", "/cached", h_cached},
+    {"GET", "/things/{id}", h_thing}, {"GET", "/stall", h_stall},
+    {"POST", "/echo", h_echo},        {"GET", "/cached", h_cached},
     {"GET", "/late", h_late},
 };
 
@@ -536,11 +543,18 @@ static void *release_later(void *arg)
 TEST(tasks_run_on_their_thread_ticks_and_holds)
 {
     struct http_server_config cfg = {
-        .name = "test", .host = "127.0.0.1", .port = 0, .threads = 2,
-        .max_connections = 10, .max_body_bytes = 256,
-        .max_header_bytes = 2048, .request_timeout_ms = 5000,
-        .shutdown_timeout_ms = 5000, .thread_start = start_record_index,
-        .tick = tick_count, .tick_ms = 20,
+        .name = "test",
+        .host = "127.0.0.1",
+        .port = 0,
+        .threads = 2,
+        .max_connections = 10,
+        .max_body_bytes = 256,
+        .max_header_bytes = 2048,
+        .request_timeout_ms = 5000,
+        .shutdown_timeout_ms = 5000,
+        .thread_start = start_record_index,
+        .tick = tick_count,
+        .tick_ms = 20,
     };
     struct live l = {0};
     struct releaser r = {0};
@@ -585,6 +599,78 @@ TEST(tasks_run_on_their_thread_ticks_and_holds)
     http_server_free(l.server);
 }
 
+/* The value of the sample line `series` (name and labels) in text; -1. */
+static double sample_of(const char *text, const char *series)
+{
+    size_t n = strlen(series);
+
+    for (const char *p = text; (p = strstr(p, series)) != NULL; p++)
+        if ((p == text || p[-1] == '\n') && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+    return -1;
+}
+
+static double scrape(int port, const char *series)
+{
+    char *r = roundtrip(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+
+    CHECK(strncmp(r, "HTTP/1.1 200", 12) == 0);
+    CHECK(strcasestr(r, "content-type: text/plain; version=0.0.4") != NULL);
+    return sample_of(r, series);
+}
+
+TEST(live_metrics_count_requests_by_route_and_class)
+{
+    static const char ok[] = "marquee_http_requests_total{route=\"/things/"
+                             "{id}\",method=\"GET\",code=\"2xx\"}";
+    static const char bad[] = "marquee_http_requests_total{route=\"/things/"
+                              "{id}\",method=\"GET\",code=\"4xx\"}";
+    static const char none[] = "marquee_http_requests_total{route="
+                               "\"unmatched\",method=\"other\",code=\"4xx\"}";
+    static const char took[] = "marquee_http_request_duration_seconds_count"
+                               "{route=\"/things/{id}\",method=\"GET\"}";
+    struct live l;
+
+    live_start(&l, 100, 5000);
+    /* Other tests of this binary share the process's registry: count
+     * from what is there now. */
+    double ok0 = scrape(l.port, ok), bad0 = scrape(l.port, bad);
+    double none0 = scrape(l.port, none), took0 = scrape(l.port, took);
+    CHECK(ok0 >= 0 && bad0 >= 0 && none0 >= 0 && took0 >= 0);
+    for (int i = 0; i < 3; i++)
+        roundtrip(l.port, "GET /things/7 HTTP/1.1\r\nHost: x\r\n\r\n");
+    roundtrip(l.port, "GET /things/x HTTP/1.1\r\nHost: x\r\n\r\n");
+    roundtrip(l.port, "GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(scrape(l.port, ok) == ok0 + 3);
+    CHECK(scrape(l.port, bad) == bad0 + 1);
+    CHECK(scrape(l.port, none) == none0 + 1);
+    CHECK(scrape(l.port, took) == took0 + 4);
+    /* The scrape itself is in flight while it renders. */
+    CHECK(scrape(l.port, "marquee_http_requests_in_flight") >= 1);
+    CHECK(scrape(l.port, "marquee_http_connections") >= 1);
+    CHECK(scrape(l.port, "process_open_fds") > 0);
+    CHECK_INT(live_stop(&l), ERR_OK);
+}
+
+TEST(live_metrics_see_a_stalled_event_loop)
+{
+    static const char lag[] = "marquee_event_loop_lag_seconds{thread=\"0\"}";
+    struct live l;
+    double seen = 0;
+
+    live_start_n(&l, 1, 100, 5000);
+    CHECK(scrape(l.port, lag) < 0.2);
+    char *r = roundtrip(l.port, "GET /stall HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(strncmp(r, "HTTP/1.1 200", 12) == 0);
+    /* The gauge shows the worst of the last whole second once it ends. */
+    for (int i = 0; i < 30 && seen < 0.2; i++) {
+        usleep(100 * 1000);
+        seen = scrape(l.port, lag);
+    }
+    CHECK(seen >= 0.2 && seen < 5);
+    CHECK_INT(live_stop(&l), ERR_OK);
+}
+
 HARNESS_MAIN(T(route_literal_and_params), T(route_bad_patterns_refused),
              T(route_root_has_no_segment), T(live_routes_params_and_problems),
              T(live_request_id_kept_or_made), T(live_json_bodies),
@@ -593,4 +679,6 @@ HARNESS_MAIN(T(route_literal_and_params), T(route_bad_patterns_refused),
              T(live_max_connections_waits_in_backlog),
              T(live_slow_client_cut_off_others_served),
              T(live_graceful_stop_finishes_in_flight),
-             T(tasks_run_on_their_thread_ticks_and_holds))
+             T(tasks_run_on_their_thread_ticks_and_holds),
+             T(live_metrics_count_requests_by_route_and_class),
+             T(live_metrics_see_a_stalled_event_loop))
