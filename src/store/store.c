@@ -13,11 +13,13 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/clock.h"
 #include "base/config.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "metrics/metrics.h"
 #include "store/store_int.h"
 
 /*
@@ -35,6 +37,19 @@ struct store_counters {
     _Atomic uint64_t queue_full;
 };
 
+/*
+ * The process-wide series every store reports into (GET /metrics).  A
+ * process has one database per service, so they are not labelled by path.
+ */
+struct store_metrics {
+    struct metrics_series *commits, *writes, *commit_failures;
+    struct metrics_series *busy_retries, *queue_full, *queue_depth;
+    struct metrics_series *batch_size, *commit_seconds;
+};
+
+static const double store_batch_buckets[] = {1,  2,   4,   8,   16,  32,
+                                             64, 128, 256, 512, 1024};
+
 struct store {
     const struct store_ops *ops;
     struct store_config cfg; /* path and synchronous point to owned copies */
@@ -45,6 +60,7 @@ struct store {
     int *batch_rc; /* apply() results of the batch in flight; writer only */
     _Atomic bool ready;
     struct store_counters stats;
+    struct store_metrics metrics;
 
     pthread_mutex_t lock; /* guards the queue and `closing` */
     pthread_cond_t wake;  /* a job arrived in an empty queue, or closing */
@@ -246,8 +262,10 @@ static int store_begin_write(struct store *s)
     int rc = ERR_BUSY;
 
     for (int tries = 0; tries < STORE_BEGIN_TRIES_MAX; tries++) {
-        if (tries > 0)
+        if (tries > 0) {
             counter_add(&s->stats.busy_retries, 1);
+            metrics_inc(s->metrics.busy_retries);
+        }
         rc = conn_run(s->writer, "BEGIN IMMEDIATE");
         if (rc != ERR_BUSY)
             break;
@@ -427,6 +445,9 @@ static int store_apply_batch(struct store *s, struct store_write *batch)
 static void store_run_batch(struct store *s, struct store_write *batch,
                             size_t n)
 {
+    struct timespec t0, t1;
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     int rc = store_begin_write(s);
 
     if (rc == ERR_OK) {
@@ -436,9 +457,17 @@ static void store_run_batch(struct store *s, struct store_write *batch,
         if (rc != ERR_OK)
             store_rollback(s);
     }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    metrics_observe(s->metrics.batch_size, (double)n);
+    metrics_observe(s->metrics.commit_seconds,
+                    (double)(t1.tv_sec - t0.tv_sec) +
+                        (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+    metrics_add(s->metrics.writes, n);
     if (rc == ERR_OK) {
         counter_add(&s->stats.commits, 1);
+        metrics_inc(s->metrics.commits);
     } else {
+        metrics_inc(s->metrics.commit_failures);
         log_error("store", "batch failed path=\"%s\" jobs=%zu err=%s", s->path,
                   n, err_name(rc));
     }
@@ -467,6 +496,7 @@ static struct store_write *store_take_batch(struct store *s, size_t *n)
         s->tail = NULL;
     last->next = NULL;
     s->queued -= count;
+    metrics_set(s->metrics.queue_depth, (double)s->queued);
     *n = count;
     return first;
 }
@@ -519,6 +549,7 @@ int store_submit(struct store *s, struct store_write *w)
         rc = ERR_CLOSED;
     } else if (s->queued >= (size_t)s->cfg.queue_max) {
         counter_add(&s->stats.queue_full, 1);
+        metrics_inc(s->metrics.queue_full);
         rc = ERR_FULL;
     } else {
         /* The writer sleeps only on an empty queue. */
@@ -530,6 +561,7 @@ int store_submit(struct store *s, struct store_write *w)
             s->head = w;
         s->tail = w;
         s->queued++;
+        metrics_set(s->metrics.queue_depth, (double)s->queued);
     }
     pthread_mutex_unlock(&s->lock);
     return rc;
@@ -639,6 +671,36 @@ static int store_config_copy(struct store *s, const struct store_config *cfg)
     return ERR_OK;
 }
 
+static void store_metrics_setup(struct store_metrics *sm)
+{
+    struct metrics *m = metrics_process();
+
+    sm->commits = metrics_counter(m, "marquee_store_commits_total",
+                                  "Batches the writer committed.");
+    sm->writes = metrics_counter(m, "marquee_store_writes_total",
+                                 "Write jobs the writer ran in batches.");
+    sm->commit_failures =
+        metrics_counter(m, "marquee_store_commit_failures_total",
+                        "Batches that failed as a whole (BEGIN or COMMIT).");
+    sm->busy_retries = metrics_counter(
+        m, "marquee_store_busy_retries_total",
+        "Tries of BEGIN repeated because another process held the lock.");
+    sm->queue_full = metrics_counter(
+        m, "marquee_store_queue_full_total",
+        "Writes refused because the writer's queue was full (answered 503).");
+    sm->queue_depth = metrics_gauge(m, "marquee_store_queue_depth",
+                                    "Write jobs waiting for the writer.");
+    sm->batch_size = metrics_histogram(
+        m, "marquee_store_commit_batch_size",
+        "Write jobs committed together in one transaction.",
+        store_batch_buckets,
+        sizeof(store_batch_buckets) / sizeof(store_batch_buckets[0]));
+    sm->commit_seconds = metrics_histogram(
+        m, "marquee_store_commit_duration_seconds",
+        "Time of one batch: BEGIN, every job, COMMIT and its sync.",
+        metrics_latency_buckets, metrics_latency_nbuckets);
+}
+
 static void store_free(struct store *s)
 {
     free(s->batch_rc);
@@ -678,6 +740,7 @@ int store_open(const struct store_config *cfg,
         return ERR_NOMEM;
     }
     s->ops = ops;
+    store_metrics_setup(&s->metrics);
 
     int rc = store_config_copy(s, cfg);
     if (rc != ERR_OK)

@@ -22,6 +22,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "harness.h"
+#include "metrics/metrics.h"
 #include "store/store.h"
 #include "store/store_int.h"
 
@@ -948,6 +949,22 @@ TEST(writer_concurrent_submits_group_commit)
     tmp_db_remove(&t);
 }
 
+/* A sample of the process's metrics registry, by its exact name. */
+static double process_metric(const char *name)
+{
+    char *text = NULL, key[96];
+    size_t len;
+    double v = -1;
+
+    CHECK_INT(metrics_render(metrics_process(), &text, &len), ERR_OK);
+    snprintf(key, sizeof(key), "\n%s ", name);
+    const char *p = strstr(text, key);
+    if (p != NULL)
+        v = strtod(p + strlen(key), NULL);
+    free(text);
+    return v;
+}
+
 TEST(writer_queue_bound_gives_full)
 {
     enum { queue_max = 4 };
@@ -961,10 +978,15 @@ TEST(writer_queue_bound_gives_full)
 
     for (int i = 0; i <= queue_max; i++)
         item_job_init(&jobs[i], i + 1);
+    double full0 = process_metric("marquee_store_queue_full_total");
+    double writes0 = process_metric("marquee_store_writes_total");
+    double batches0 = process_metric("marquee_store_commit_batch_size_count");
     gate_enter(&gate, s);
     for (int i = 0; i < queue_max; i++)
         CHECK_INT(store_submit(s, &jobs[i].w), ERR_OK);
     CHECK_INT(store_submit(s, &jobs[queue_max].w), ERR_FULL);
+    CHECK(process_metric("marquee_store_queue_depth") == queue_max);
+    CHECK(process_metric("marquee_store_queue_full_total") == full0 + 1);
 
     struct store_stats st;
     store_get_stats(s, &st);
@@ -972,6 +994,15 @@ TEST(writer_queue_bound_gives_full)
     gate_open(&gate);
     store_close(s);
     gate_destroy(&gate);
+    /* The gate's own job and the four behind it, in two batches at least;
+     * every batch is one observation of its size. */
+    CHECK(process_metric("marquee_store_queue_depth") == 0);
+    CHECK(process_metric("marquee_store_writes_total") ==
+          writes0 + queue_max + 1);
+    double batches = process_metric("marquee_store_commit_batch_size_count");
+    CHECK(batches >= batches0 + 2 && batches <= batches0 + queue_max + 1);
+    CHECK(process_metric("marquee_store_commit_duration_seconds_count") ==
+          process_metric("marquee_store_commit_batch_size_count"));
 
     for (int i = 0; i < queue_max; i++)
         CHECK_INT(jobs[i].done_rc, ERR_OK);
