@@ -15,6 +15,9 @@ packages=(
     sqlite3 curl
     # tests: tests/run.py, the integration suites, the API lint
     python3 python3-yaml python3-jsonschema nodejs npm
+    # tests: a real Prometheus scrapes the services; promtool and amtool
+    # check the alert rules and the Alertmanager configuration
+    prometheus prometheus-alertmanager
     # benchmarks: the anchor servers and the load generators
     nginx-light wrk postgresql postgresql-contrib
 )

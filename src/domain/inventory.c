@@ -474,6 +474,18 @@ size_t inv_sweep(struct show_inv *inv, int64_t now_ms, size_t max,
     return n;
 }
 
+size_t inv_held_seats(const struct show_inv *inv, int64_t now_ms)
+{
+    size_t n = 0;
+
+    for (uint32_t i = 0; i < inv->holds_cap; i++) {
+        const struct inv_hold *h = &inv->holds[i];
+        if (h->in_use && !h->pending && h->expires_at > now_ms)
+            n += h->nseats;
+    }
+    return n;
+}
+
 void inv_load_seat(struct show_inv *inv, uint32_t seat, enum seat_state st)
 {
     assert(st != SEAT_HELD && st != SEAT_PENDING);

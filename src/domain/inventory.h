@@ -190,6 +190,12 @@ uint32_t inv_load_hold(struct show_inv *inv, const char *hold_id,
                        int64_t created_at, int64_t expires_at,
                        int64_t max_expires_at, int extensions, int64_t total);
 
+/*
+ * Seats of committed holds still live at now_ms.  It walks the holds, not
+ * the seats, so it costs the number of hold slots of the show.
+ */
+size_t inv_held_seats(const struct show_inv *inv, int64_t now_ms);
+
 /* Counts seats by effective state at now_ms: out[SEAT_FREE..SEAT_BLOCKED]. */
 void inv_count(const struct show_inv *inv, int64_t now_ms, size_t out[4]);
 

@@ -473,6 +473,26 @@ TEST(held_until_expiry_then_free)
     inv_free(inv);
 }
 
+TEST(held_seats_count_live_committed_holds)
+{
+    struct show_inv *inv = show_of(block_rows);
+    int64_t soon = T0 + HOLD_MS, later = T0 + 2 * HOLD_MS;
+    size_t count[4];
+
+    CHECK_INT(inv_held_seats(inv, T0), 0);
+    hold(inv, "C1 C2", "h1", "alice", T0, soon);
+    uint32_t h2 = hold(inv, "C3 C4 C5", "h2", "bob", T0, later);
+    reserve(inv, "C6", "h3", "carol", T0, later); /* pending: not yet */
+    CHECK_INT(inv_held_seats(inv, T0), 5);
+    /* Seat by seat, the pending one looks taken too. */
+    inv_count(inv, T0, count);
+    CHECK_INT(count[SEAT_HELD], 6);
+    CHECK_INT(inv_held_seats(inv, soon), 3); /* h1 expired */
+    inv_end(inv, h2, SEAT_FREE);
+    CHECK_INT(inv_held_seats(inv, T0), 2);
+    inv_free(inv);
+}
+
 TEST(pending_never_expires_by_time)
 {
     struct show_inv *inv = show_of(block_rows);
@@ -1617,12 +1637,13 @@ TEST(random_operations_keep_invariants)
 }
 
 HARNESS_MAIN(
-    T(seatmap_indexes_in_row_order), T(seatmap_categories_and_flags),
-    T(seatmap_find_unknown_ids), T(seatmap_realistic_round_trip),
-    T(seatmap_digit_labels), T(seatmap_refuses_ambiguous_ids),
-    T(seatmap_refuses_invalid_layout), T(seatmap_reference_counting),
-    T(new_show_is_all_free), T(held_until_expiry_then_free),
-    T(pending_never_expires_by_time), T(expired_seats_can_be_held_again),
+    T(held_seats_count_live_committed_holds), T(seatmap_indexes_in_row_order),
+    T(seatmap_categories_and_flags), T(seatmap_find_unknown_ids),
+    T(seatmap_realistic_round_trip), T(seatmap_digit_labels),
+    T(seatmap_refuses_ambiguous_ids), T(seatmap_refuses_invalid_layout),
+    T(seatmap_reference_counting), T(new_show_is_all_free),
+    T(held_until_expiry_then_free), T(pending_never_expires_by_time),
+    T(expired_seats_can_be_held_again),
     T(expired_hold_ended_late_leaves_new_holder),
     T(sweep_ends_expired_committed_holds), T(sweep_respects_max),
     T(sweep_spares_seats_held_again), T(reserve_commit_end),

@@ -34,6 +34,8 @@ static const struct config_key booking_keys[] = {
      "a hold never lives longer than this from its creation"},
     {"booking.sweep_ms", CONFIG_INT, "250", 10, 60000,
      "how often expired holds are ended"},
+    {"booking.audit_interval_ms", CONFIG_INT, "10000", 100, 3600000,
+     "how often the database is searched for a seat held twice"},
 };
 
 static const struct http_route booking_routes[] = {
@@ -107,6 +109,7 @@ static void booking_init(struct booking *b, const struct config *cfg)
         (int)config_int(cfg, "booking.max_seats_per_customer");
     b->max_extensions = (int)config_int(cfg, "booking.max_extensions");
     b->max_hold_life_ms = config_int(cfg, "booking.max_hold_life_s") * 1000;
+    booking_metrics_setup(&b->metrics);
     pthread_mutex_init(&b->loaded_lock, NULL);
 }
 
@@ -172,10 +175,13 @@ int booking_main(int argc, char **argv)
         log_error("booking", "load_failed error=%s", err_name(rc));
         goto out_store;
     }
+    b.auditor = booking_auditor_start(
+        &b, (int)config_int(&cfg, "booking.audit_interval_ms"));
     rc = serve(&b, &cfg);
     exit_code = rc == ERR_OK ? 0 : 1;
 
 out_store:
+    booking_auditor_stop(b.auditor);
     store_close(b.store);
     for (size_t i = 0; i < b.nloaded; i++)
         inv_free(b.loaded[i]);

@@ -19,6 +19,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "domain/validate.h"
+#include "metrics/metrics.h"
 #include "services/booking/internal.h"
 
 /* --- representation ----------------------------------------------------- */
@@ -291,6 +292,7 @@ static void refuse(struct booking_op *op, const struct show_inv *inv,
                         b->limits.max_seats_per_customer);
         break;
     case INV_TAKEN:
+        metrics_inc(b->metrics.hold_conflicts);
         booking_op_fail(op, 409, "seats-taken", "Seats taken",
                         "%zu of the seats are no longer free", nbad);
         op->body = json_pack("{s:o}", "seats", seat_list(inv, bad, nbad));
@@ -402,10 +404,12 @@ static void on_hold_written(void *thread_data, void *arg)
     if (op->rc == ERR_OK) {
         inv_commit(inv, op->slot);
         op->status = 201;
+        metrics_inc(op->b->metrics.holds_created);
     } else {
         inv_abort(inv, op->slot);
         op->idem_stored = false;
         if (op->rc == ERR_CONFLICT) {
+            metrics_inc(op->b->metrics.database_refusals);
             /* Another process holds them: learn it from the database. */
             log_debug("booking",
                       "hold_refused_by_database show=%lld "
@@ -747,6 +751,7 @@ static void on_change_written(void *thread_data, void *arg)
         struct inv_hold *h = inv_hold_at(inv, slot);
         if (op->kind == OP_RELEASE) {
             inv_end(inv, slot, SEAT_FREE);
+            metrics_inc(op->b->metrics.holds_released);
         } else {
             h->expires_at = op->expires_at;
             h->extensions++;
@@ -939,6 +944,7 @@ static void sweep_done(void *arg, int rc)
 struct sweep_ctx {
     struct sweep_job *job;
     int64_t now_ms;
+    size_t held; /* seats of live holds over the thread's shows */
 };
 
 static void collect_expired(void *arg, const struct inv_hold *h)
@@ -966,6 +972,7 @@ static void sweep_show(struct booking_thread *t, struct show_inv *inv,
     (void)t;
     if (room > 0)
         inv_sweep(inv, ctx->now_ms, room, collect_expired, ctx);
+    ctx->held += inv_held_seats(inv, ctx->now_ms);
 }
 
 /*
@@ -975,11 +982,16 @@ static void sweep_show(struct booking_thread *t, struct show_inv *inv,
  */
 void booking_sweep(struct booking_thread *t, int64_t now_ms)
 {
-    struct sweep_ctx ctx = {calloc(1, sizeof(struct sweep_job)), now_ms};
+    struct sweep_ctx ctx = {calloc(1, sizeof(struct sweep_job)), now_ms, 0};
+    struct booking_metrics *bm = &t->b->metrics;
 
+    booking_thread_each_show(t, sweep_show, &ctx);
+    /* Each thread adds the change of its own share: the gauge is the sum. */
+    metrics_gauge_add(bm->seats_held, (double)ctx.held - (double)t->seats_held);
+    t->seats_held = ctx.held;
     if (ctx.job == NULL)
         return;
-    booking_thread_each_show(t, sweep_show, &ctx);
+    metrics_add(bm->holds_expired, ctx.job->n);
     if (ctx.job->n == 0) {
         free(ctx.job);
         return;

@@ -36,8 +36,18 @@
 #define BOOKING_SEATMAPS_MAX          4096 /* distinct layouts shared */
 
 struct booking_fetcher;
+struct booking_auditor;
 struct seatmap_cache;
 struct idem_running;
+struct metrics_series;
+
+/* The series the service reports on GET /metrics (audit.c). */
+struct booking_metrics {
+    struct metrics_series *holds_created, *hold_conflicts, *database_refusals;
+    struct metrics_series *holds_released, *holds_expired;
+    struct metrics_series *seats_held; /* the sum of every thread's share */
+    struct metrics_series *oversell, *audits;
+};
 
 struct booking {
     struct store *store;
@@ -50,6 +60,8 @@ struct booking {
     const char *catalog_url;
     struct booking_fetcher *fetcher;
     struct idem_running *running;
+    struct booking_auditor *auditor;
+    struct booking_metrics metrics;
     struct seatmap_cache *maps; /* the loader's, then the fetcher's alone */
     /* Shows read from the database at start, handed to their owners. */
     struct show_inv **loaded;
@@ -74,6 +86,7 @@ struct booking_thread {
     struct rand rng;
     struct show_entry **shows; /* open addressing by show id */
     size_t nshows, shows_cap;
+    size_t seats_held; /* this thread's share of the seats_held gauge */
 };
 
 enum booking_op_kind {
@@ -170,6 +183,13 @@ void booking_op_release(struct booking_thread *t, struct booking_op *op,
 void booking_op_extend(struct booking_thread *t, struct booking_op *op,
                        struct show_inv *inv);
 void booking_sweep(struct booking_thread *t, int64_t now_ms);
+
+/* audit.c */
+void booking_metrics_setup(struct booking_metrics *bm);
+/* Starts the auditor thread (NULL on failure, logged); stop joins it. */
+struct booking_auditor *booking_auditor_start(struct booking *b,
+                                              int interval_ms);
+void booking_auditor_stop(struct booking_auditor *a);
 
 /* ops.c: moving ops between threads, and answering them. */
 struct booking_op *booking_op_new(struct booking *b, enum booking_op_kind k);

@@ -1,0 +1,356 @@
+"""Metrics: what catalog and booking expose on GET /metrics, that the
+numbers follow what the services do, that the auditor's oversell counter
+sees a seat held twice, and that a real Prometheus (Debian's package)
+scrapes both services and answers queries over what it scraped.
+"""
+
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.parse
+import urllib.request
+import uuid
+
+from support import HOST, Service, free_port, repo_path
+
+DEMO = repo_path("data", "demo", "catalog.json")
+TOKEN = "metrics-test-token"
+PROMETHEUS = "/usr/bin/prometheus"
+
+SAMPLE = re.compile(
+    r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_exposition(text):
+    """{(name, frozenset of (label, value)): value}, checking every line
+    is a comment, a sample, or empty, and every sample's family was typed
+    before it."""
+    samples, typed = {}, set()
+    for line in text.splitlines():
+        if not line:
+            continue
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            assert kind in ("counter", "gauge", "histogram"), line
+            typed.add(name)
+            continue
+        if line.startswith("# HELP "):
+            continue
+        m = SAMPLE.match(line)
+        assert m, f"not a sample line: {line!r}"
+        name = m.group(1)
+        family = re.sub(r"_(bucket|sum|count)$", "", name)
+        assert name in typed or family in typed, f"untyped: {line!r}"
+        labels = frozenset(LABEL.findall(m.group(3) or ""))
+        samples[(name, labels)] = float(m.group(4))
+    return samples
+
+
+def scrape(svc):
+    status, headers, body = svc.request("GET", "/metrics")
+    assert status == 200, status
+    assert headers["content-type"].startswith("text/plain; version=0.0.4"), \
+        headers
+    return parse_exposition(body.decode())
+
+
+def value(samples, name, **labels):
+    return samples.get((name, frozenset(labels.items())))
+
+
+def hold(svc, show, seats, cust=None):
+    return svc.json("POST", f"/v1/shows/{show}/holds", {"seats": seats},
+                    {"X-Customer-Id": cust or "c-" + uuid.uuid4().hex[:10]})
+
+
+def seat_ids(seatmap, row=0, count=None):
+    r = seatmap["rows"][row]
+    ids = [f"{r['label']}{n}" for n in r["seats"] if n is not None]
+    return ids[:count] if count else ids
+
+
+def wait_for(predicate, timeout=10.0, step=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = predicate()
+        if got:
+            return got
+        time.sleep(step)
+    return predicate()
+
+
+class ServiceMetricsTest(unittest.TestCase):
+    """One catalog and one booking, metrics read between actions."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.catalog = Service("catalog", flags={
+            "catalog.demo": "true", "catalog.demo_file": DEMO,
+            "catalog.admin_token": TOKEN})
+        cls.booking = Service("booking", flags={
+            "booking.catalog_url": cls.catalog.url,
+            "booking.sweep_ms": "50",
+            "booking.audit_interval_ms": "200"})
+
+    @classmethod
+    def tearDownClass(cls):
+        codes = [cls.booking.stop(), cls.catalog.stop()]
+        cls.booking.close()
+        cls.catalog.close()
+        assert codes == [0, 0], codes
+
+    def test_every_process_exposes_http_process_and_store_families(self):
+        for svc in (self.catalog, self.booking):
+            s = scrape(svc)
+            names = {name for name, _ in s}
+            for want in ("marquee_http_requests_total",
+                         "marquee_http_request_duration_seconds_bucket",
+                         "marquee_http_requests_in_flight",
+                         "marquee_http_connections",
+                         "marquee_event_loop_lag_seconds",
+                         "process_cpu_seconds_total",
+                         "process_resident_memory_bytes",
+                         "process_open_fds", "process_max_fds",
+                         "process_start_time_seconds",
+                         "marquee_store_commits_total",
+                         "marquee_store_commit_batch_size_bucket",
+                         "marquee_store_commit_duration_seconds_count",
+                         "marquee_store_queue_depth"):
+                self.assertIn(want, names, f"{svc.role} lacks {want}")
+            self.assertGreater(value(s, "process_resident_memory_bytes"),
+                               1 << 20)
+            # Route labels are patterns, never raw paths with ids.
+            routes = {dict(l).get("route") for n, l in s
+                      if n == "marquee_http_requests_total"}
+            self.assertTrue(all("{" in r or not re.search(r"/\d", r)
+                                for r in routes), routes)
+
+    def test_requests_counted_by_route_and_class(self):
+        route = "/v1/shows/{show_id}"
+        before = scrape(self.catalog)
+        ok0 = value(before, "marquee_http_requests_total", route=route,
+                    method="GET", code="2xx")
+        bad0 = value(before, "marquee_http_requests_total", route=route,
+                     method="GET", code="4xx")
+        for _ in range(3):
+            self.assertEqual(self.catalog.request("GET", "/v1/shows/1")[0],
+                             200)
+        self.assertEqual(self.catalog.request("GET", "/v1/shows/999999")[0],
+                         404)
+        after = scrape(self.catalog)
+        self.assertEqual(value(after, "marquee_http_requests_total",
+                               route=route, method="GET", code="2xx"),
+                         ok0 + 3)
+        self.assertEqual(value(after, "marquee_http_requests_total",
+                               route=route, method="GET", code="4xx"),
+                         bad0 + 1)
+        count = value(after, "marquee_http_request_duration_seconds_count",
+                      route=route, method="GET")
+        inf = value(after, "marquee_http_request_duration_seconds_bucket",
+                    route=route, method="GET", le="+Inf")
+        self.assertEqual(count, inf)
+        self.assertGreaterEqual(count, 4)
+
+    def test_booking_counts_holds_conflicts_releases_and_held_seats(self):
+        svc = self.booking
+        _, _, m = svc.json("GET", "/v1/shows/6/seats")
+        seats = seat_ids(m, 2, 2)
+        s0 = scrape(svc)
+        created0 = value(s0, "marquee_booking_holds_created_total")
+        conflicts0 = value(s0, "marquee_booking_hold_conflicts_total")
+        released0 = value(s0, "marquee_booking_holds_released_total")
+        commits0 = value(s0, "marquee_store_commits_total")
+
+        status, _, h = hold(svc, 6, seats)
+        self.assertEqual(status, 201, h)
+        self.assertEqual(hold(svc, 6, seats)[0], 409)
+        held = wait_for(lambda: value(scrape(svc), "marquee_booking_seats",
+                                      state="held") == 2)
+        self.assertTrue(held, "the held-seats gauge never showed 2")
+        s1 = scrape(svc)
+        self.assertEqual(value(s1, "marquee_booking_holds_created_total"),
+                         created0 + 1)
+        self.assertEqual(value(s1, "marquee_booking_hold_conflicts_total"),
+                         conflicts0 + 1)
+        self.assertGreater(value(s1, "marquee_store_commits_total"), commits0)
+
+        self.assertEqual(svc.json("DELETE", f"/v1/holds/{h['id']}")[0], 200)
+        freed = wait_for(lambda: value(scrape(svc), "marquee_booking_seats",
+                                       state="held") == 0)
+        self.assertTrue(freed, "the held-seats gauge never went back to 0")
+        self.assertEqual(value(scrape(svc),
+                               "marquee_booking_holds_released_total"),
+                         released0 + 1)
+
+    def test_clean_audits_find_no_oversell(self):
+        audits = wait_for(lambda: value(scrape(self.booking),
+                                        "marquee_booking_audits_total") >= 2)
+        self.assertTrue(audits, "the auditor did not run")
+        self.assertEqual(value(scrape(self.booking),
+                               "marquee_booking_oversell_total"), 0)
+
+
+class OversellAuditTest(unittest.TestCase):
+
+    def test_a_seat_in_two_live_holds_is_counted_and_logged(self):
+        catalog = Service("catalog", flags={
+            "catalog.demo": "true", "catalog.demo_file": DEMO,
+            "catalog.admin_token": TOKEN})
+        booking = Service("booking", flags={
+            "booking.catalog_url": catalog.url,
+            "booking.audit_interval_ms": "100"})
+        try:
+            _, _, m = booking.json("GET", "/v1/shows/7/seats")
+            status, _, h = hold(booking, 7, seat_ids(m, 0, 2))
+            self.assertEqual(status, 201, h)
+            # What no code path of booking can do: a second live hold on
+            # one of those seats, written behind its back.
+            con = sqlite3.connect(booking.db_path, timeout=10)
+            row = con.execute(
+                "SELECT show_id, seat_idx, seats, total, currency, "
+                "created_at, expires_at, max_expires_at FROM holds "
+                "WHERE id = ?", (h["id"],)).fetchone()
+            first_seat = json.loads(row[1])[0]
+            con.execute(
+                "INSERT INTO holds (id, show_id, customer_id, seat_idx, "
+                "seats, total, currency, status, created_at, expires_at, "
+                "max_expires_at) VALUES (?, ?, 'intruder', ?, ?, ?, ?, "
+                "'active', ?, ?, ?)",
+                ("7-intruder", row[0], json.dumps([first_seat]), row[2],
+                 row[3], row[4], row[5], row[6], row[7]))
+            con.commit()
+            con.close()
+            found = wait_for(lambda: value(
+                scrape(booking), "marquee_booking_oversell_total") == 1)
+            self.assertTrue(found, "the auditor did not count the seat")
+            self.assertIn(f"oversell_found show=7 seat_index={first_seat} "
+                          "live_holds=2", booking.log())
+            # Seen again by later audits, counted once.
+            audits = value(scrape(booking), "marquee_booking_audits_total")
+            wait_for(lambda: value(scrape(booking),
+                                   "marquee_booking_audits_total")
+                     >= audits + 3)
+            self.assertEqual(value(scrape(booking),
+                                   "marquee_booking_oversell_total"), 1)
+            self.assertEqual([booking.stop(), catalog.stop()], [0, 0])
+        finally:
+            booking.close()
+            catalog.close()
+
+
+class PrometheusScrapeTest(unittest.TestCase):
+    """Debian's Prometheus scrapes catalog and booking for real."""
+
+    def setUp(self):
+        if not os.access(PROMETHEUS, os.X_OK):
+            self.fail(f"{PROMETHEUS} is missing: scripts/deps.sh installs "
+                      "Debian's prometheus package")
+        self.catalog = Service("catalog", flags={
+            "catalog.demo": "true", "catalog.demo_file": DEMO,
+            "catalog.admin_token": TOKEN})
+        self.booking = Service("booking", flags={
+            "booking.catalog_url": self.catalog.url})
+        self.dir = tempfile.mkdtemp(prefix="marquee-prometheus-")
+        self.port = free_port()
+        config = os.path.join(self.dir, "prometheus.yml")
+        with open(config, "w") as f:
+            f.write(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                "scrape_configs:\n"
+                f"  - job_name: catalog\n    static_configs:\n"
+                f"      - targets: ['{HOST}:{self.catalog.port}']\n"
+                f"  - job_name: booking\n    static_configs:\n"
+                f"      - targets: ['{HOST}:{self.booking.port}']\n")
+        self.log = open(os.path.join(self.dir, "prometheus.log"), "wb")
+        self.prom = subprocess.Popen(
+            [PROMETHEUS, f"--config.file={config}",
+             f"--storage.tsdb.path={self.dir}/data",
+             f"--web.listen-address={HOST}:{self.port}"],
+            stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL)
+
+    def tearDown(self):
+        self.prom.terminate()
+        try:
+            self.prom.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.prom.kill()
+            self.prom.wait()
+        self.log.close()
+        codes = [self.booking.stop(), self.catalog.stop()]
+        self.booking.close()
+        self.catalog.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.assertEqual(codes, [0, 0])
+
+    def api(self, path, **params):
+        url = f"http://{HOST}:{self.port}/api/v1/{path}"
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return json.load(r)
+        except OSError:
+            return None
+
+    def query(self, expr):
+        got = self.api("query", query=expr)
+        if not got or got.get("status") != "success":
+            return None
+        return got["data"]["result"]
+
+    def prometheus_log(self):
+        with open(os.path.join(self.dir, "prometheus.log"), "rb") as f:
+            return f.read().decode("utf-8", "replace")[-4000:]
+
+    def test_series_arrive_and_parse(self):
+        _, _, m = self.booking.json("GET", "/v1/shows/8/seats")
+        self.assertEqual(hold(self.booking, 8, seat_ids(m, 0, 2))[0], 201)
+
+        def both_up():
+            targets = self.api("targets")
+            if not targets:
+                return None
+            active = targets["data"]["activeTargets"]
+            ok = [t for t in active
+                  if t["health"] == "up" and t["lastError"] == ""]
+            return active if len(ok) == 2 else None
+
+        targets = wait_for(both_up, timeout=60, step=0.5)
+        self.assertTrue(targets, "Prometheus did not scrape both services:\n"
+                        f"{self.api('targets')}\n{self.prometheus_log()}")
+
+        created = wait_for(lambda: self.query(
+            'marquee_booking_holds_created_total{job="booking"} > 0'),
+            timeout=30, step=0.5)
+        self.assertTrue(created, "no holds counter in Prometheus")
+        self.assertEqual(created[0]["value"][1], "1")
+
+        # Histograms parse into buckets PromQL can take quantiles of.
+        p99 = wait_for(lambda: self.query(
+            'histogram_quantile(0.99, sum by (le) (rate('
+            'marquee_http_request_duration_seconds_bucket{job="catalog"}'
+            '[30s])))'), timeout=30, step=0.5)
+        self.assertTrue(p99, "no latency histogram in Prometheus")
+        self.assertRegex(p99[0]["value"][1], r"^[0-9.e+-]+$|^NaN$")
+
+        up = self.query("up")
+        self.assertEqual(sorted((r["metric"]["job"], r["value"][1])
+                                for r in up),
+                         [("booking", "1"), ("catalog", "1")])
+        for series in ("process_resident_memory_bytes",
+                       "marquee_store_commit_batch_size_count",
+                       "marquee_event_loop_lag_seconds"):
+            got = self.query(series)
+            self.assertEqual({r["metric"]["job"] for r in got},
+                             {"booking", "catalog"}, series)
+
+
+if __name__ == "__main__":
+    unittest.main()
