@@ -17,7 +17,7 @@ import urllib.parse
 import urllib.request
 import uuid
 
-from support import HOST, Service, free_port, repo_path
+from support import HOST, ApiSchema, Service, free_port, repo_path
 
 DEMO = repo_path("data", "demo", "catalog.json")
 TOKEN = "metrics-test-token"
@@ -131,6 +131,16 @@ class ServiceMetricsTest(unittest.TestCase):
                       if n == "marquee_http_requests_total"}
             self.assertTrue(all("{" in r or not re.search(r"/\d", r)
                                 for r in routes), routes)
+
+    def test_answers_match_the_api_descriptions(self):
+        for svc, spec in ((self.catalog, ApiSchema.default()),
+                          (self.booking, ApiSchema.for_file("booking.yaml"))):
+            status, headers, body = svc.request("GET", "/metrics")
+            spec.check("GET", "/metrics", status, headers, body)
+            # A 405 is documented with the path's one operation.
+            status, headers, body = svc.request("POST", "/metrics")
+            self.assertEqual(status, 405)
+            spec.check("GET", "/metrics", status, headers, body)
 
     def test_requests_counted_by_route_and_class(self):
         route = "/v1/shows/{show_id}"
