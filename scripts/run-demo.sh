@@ -56,6 +56,7 @@ Try:
   curl -s $booking/v1/shows/27/seats
   curl -s -H 'X-Customer-Id: me' -H 'Content-Type: application/json' \\
        -d '{"seats":["A1","A2"]}' $booking/v1/shows/27/holds
+Metrics (Prometheus text format): $catalog/metrics  $booking/metrics
 Databases: var/catalog.db, var/booking.db (delete them to start again)
 
 INFO
