@@ -127,7 +127,7 @@ static void *auditor_main(void *arg)
     pthread_mutex_lock(&a->lock);
     while (!a->stopping) {
         struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
+        clock_gettime(CLOCK_MONOTONIC, &until);
         until.tv_sec += a->interval_ms / 1000;
         until.tv_nsec += (long)(a->interval_ms % 1000) * 1000000;
         if (until.tv_nsec >= 1000000000) {
@@ -163,7 +163,13 @@ struct booking_auditor *booking_auditor_start(struct booking *b,
     a->b = b;
     a->interval_ms = interval_ms;
     pthread_mutex_init(&a->lock, NULL);
-    pthread_cond_init(&a->wake, NULL);
+    /* The wait between audits follows the monotonic clock, so a jump of
+     * the wall clock neither skips audits nor stalls them. */
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&a->wake, &attr);
+    pthread_condattr_destroy(&attr);
     if (pthread_create(&a->thread, NULL, auditor_main, a) != 0) {
         log_error("booking", "audit_thread_failed");
         pthread_cond_destroy(&a->wake);
