@@ -19,7 +19,7 @@ packages=(
     # check the alert rules and the Alertmanager configuration
     prometheus prometheus-alertmanager
     # benchmarks: the anchor servers and the load generators
-    nginx-light wrk postgresql postgresql-contrib
+    nginx-light haproxy wrk postgresql postgresql-contrib
 )
 
 tools_dir=tests/tools

@@ -347,14 +347,14 @@ static int store_migrate_one(struct store *s, const struct store_migration *m)
     if (rc != ERR_OK) {
         store_rollback(s);
         log_error("store",
-                  "migration failed path=\"%s\" version=%d name=\"%s\" err=%s",
+                  "migration_failed path=\"%s\" version=%d name=\"%s\" err=%s",
                   s->path, m->version, m->name, err_name(rc));
         return rc;
     }
 
     if (current < m->version)
         log_info("store",
-                 "migration applied path=\"%s\" version=%d name=\"%s\"",
+                 "migration_applied path=\"%s\" version=%d name=\"%s\"",
                  s->path, m->version, m->name);
     return ERR_OK;
 }
@@ -381,7 +381,7 @@ static int store_migrate(struct store *s, const struct store_migration *m,
         return rc;
     if (current > (int)n) {
         log_error("store",
-                  "database newer than binary path=\"%s\" version=%d known=%zu",
+                  "database_newer_than_binary path=\"%s\" version=%d known=%zu",
                   s->path, current, n);
         return ERR_CORRUPT;
     }
@@ -468,7 +468,7 @@ static void store_run_batch(struct store *s, struct store_write *batch,
         metrics_inc(s->metrics.commits);
     } else {
         metrics_inc(s->metrics.commit_failures);
-        log_error("store", "batch failed path=\"%s\" jobs=%zu err=%s", s->path,
+        log_error("store", "batch_failed path=\"%s\" jobs=%zu err=%s", s->path,
                   n, err_name(rc));
     }
 
@@ -635,7 +635,8 @@ static const struct store_ops *store_backend_find(const char *name)
         if (strcmp(store_backends[i]->name, name) == 0)
             return store_backends[i];
     }
-    log_error("store", "bad config key=backend value=\"%s\" expected=sqlite",
+    log_error("store",
+              "bad_config key=store.backend value=\"%s\" expected=sqlite",
               name);
     return NULL;
 }
@@ -644,7 +645,7 @@ static const struct store_ops *store_backend_find(const char *name)
 static int store_config_copy(struct store *s, const struct store_config *cfg)
 {
     if (cfg->batch_max < 0 || cfg->queue_max < 0) {
-        log_error("store", "bad config key=%s value=%d expected=0+",
+        log_error("store", "bad_config key=store.%s value=%d expected=0+",
                   cfg->batch_max < 0 ? "batch_max" : "queue_max",
                   cfg->batch_max < 0 ? cfg->batch_max : cfg->queue_max);
         return ERR_CONFIG;
@@ -663,7 +664,7 @@ static int store_config_copy(struct store *s, const struct store_config *cfg)
     s->batch_rc = calloc((size_t)s->cfg.batch_max, sizeof(int));
     if (s->path == NULL || s->batch_rc == NULL ||
         (cfg->synchronous != NULL && s->synchronous == NULL)) {
-        log_error("store", "open failed err=\"out of memory\"");
+        log_error("store", "open_failed err=\"out of memory\"");
         return ERR_NOMEM;
     }
     s->cfg.path = s->path;
@@ -717,7 +718,7 @@ static int store_start_writer(struct store *s)
 
     int err = pthread_create(&s->writer_thread, NULL, store_writer_main, s);
     if (err != 0) {
-        log_error("store", "pthread_create failed path=\"%s\" err=\"%s\"",
+        log_error("store", "pthread_create_failed path=\"%s\" err=\"%s\"",
                   s->path, strerror(err));
         pthread_cond_destroy(&s->wake);
         pthread_mutex_destroy(&s->lock);
@@ -736,7 +737,7 @@ int store_open(const struct store_config *cfg,
 
     struct store *s = calloc(1, sizeof(*s));
     if (s == NULL) {
-        log_error("store", "open failed err=\"out of memory\"");
+        log_error("store", "open_failed err=\"out of memory\"");
         return ERR_NOMEM;
     }
     s->ops = ops;

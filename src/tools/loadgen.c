@@ -1478,8 +1478,8 @@ static int fetch_shows(struct lg_run *run)
         run->nshows++;
     }
     if (skipped > 0)
-        log_warn("loadgen", "cold_shows_skipped count=%zu reason=%s", skipped,
-                 "not found or no adjacent seats");
+        log_warn("loadgen", "cold_shows_skipped count=%zu reason=\"%s\"",
+                 skipped, "not found or no adjacent seats");
     log_info("loadgen", "seat_maps_read hot=%lld cold=%zu hot_seats=%u",
              (long long)run->hot_id, run->nshows - 1, run->shows[0].nseats);
     rc = ERR_OK;

@@ -443,7 +443,8 @@ TEST(config_bad_synchronous_refused_and_logged)
     fclose(f);
     CHECK_INT(rc, ERR_CONFIG);
     CHECK(s == NULL);
-    CHECK(strstr(line, "key=synchronous value=\"fast\"") != NULL);
+    CHECK(strstr(line, "bad_config key=store.synchronous value=\"fast\"") !=
+          NULL);
     CHECK(strchr(line, '\n') == line + n - 1); /* one line */
     tmp_db_remove(&t);
 }

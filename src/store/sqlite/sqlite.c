@@ -86,7 +86,7 @@ static void sqlite_log_failure(enum log_level level, const char *op, int code,
         return;
     sqlite_text_clean(err, msg, sizeof(msg));
     sqlite_text_clean(sql, head, sizeof(head));
-    log_write(level, "store", "%s failed code=%d err=\"%s\" sql=\"%s\"", op,
+    log_write(level, "store", "%s_failed code=%d err=\"%s\" sql=\"%s\"", op,
               code, msg, head);
 }
 
@@ -128,9 +128,10 @@ static int sqlite_sync_pragma(const struct store_config *cfg, const char **out)
         *out = "PRAGMA synchronous=NORMAL";
         return ERR_OK;
     }
-    log_error("store",
-              "bad config key=synchronous value=\"%s\" expected=full|normal",
-              v);
+    log_error(
+        "store",
+        "bad_config key=store.synchronous value=\"%s\" expected=full|normal",
+        v);
     return ERR_CONFIG;
 }
 
@@ -140,12 +141,13 @@ static int sqlite_check_config(const struct store_config *cfg)
 
     /* Each handle would open its own private in-memory database. */
     if (path == NULL || path[0] == '\0' || strcmp(path, ":memory:") == 0) {
-        log_error("store", "bad config key=path value=\"%s\" expected=file",
+        log_error("store",
+                  "bad_config key=store.path value=\"%s\" expected=file",
                   path != NULL ? path : "");
         return ERR_CONFIG;
     }
     if (cfg->busy_timeout_ms < 0) {
-        log_error("store", "bad config key=busy_timeout_ms value=%d",
+        log_error("store", "bad_config key=store.busy_timeout_ms value=%d",
                   cfg->busy_timeout_ms);
         return ERR_CONFIG;
     }
@@ -169,7 +171,7 @@ static int sqlite_set_wal(sqlite3 *db, const char *path)
     }
     const char *mode = (const char *)sqlite3_column_text(stmt, 0);
     if (mode == NULL || strcmp(mode, "wal") != 0) {
-        log_error("store", "wal refused path=\"%s\" journal_mode=%s", path,
+        log_error("store", "wal_refused path=\"%s\" journal_mode=%s", path,
                   mode != NULL ? mode : "none");
         rc = ERR_DB;
     }
@@ -204,7 +206,7 @@ static int sqlite_open(const struct store_config *cfg, bool writer,
 
     struct sqlite_conn *sc = calloc(1, sizeof(*sc));
     if (sc == NULL) {
-        log_error("store", "open failed path=\"%s\" err=\"out of memory\"",
+        log_error("store", "open_failed path=\"%s\" err=\"out of memory\"",
                   cfg->path);
         return ERR_NOMEM;
     }
@@ -215,7 +217,7 @@ static int sqlite_open(const struct store_config *cfg, bool writer,
                     : SQLITE_OPEN_READONLY;
     int code = sqlite3_open_v2(cfg->path, &sc->db, flags, NULL);
     if (code != SQLITE_OK) {
-        log_error("store", "open failed path=\"%s\" code=%d err=\"%s\"",
+        log_error("store", "open_failed path=\"%s\" code=%d err=\"%s\"",
                   cfg->path, code, sqlite3_errmsg(sc->db));
         rc = sqlite_map(code);
         goto out_close_db;
@@ -291,7 +293,7 @@ static int sqlite_prepare(struct store_conn *c, const char *sql,
 
     struct sqlite_stmt *ss = calloc(1, sizeof(*ss));
     if (ss == NULL) {
-        log_error("store", "prepare failed err=\"out of memory\"");
+        log_error("store", "prepare_failed err=\"out of memory\"");
         sqlite3_finalize(stmt);
         return ERR_NOMEM;
     }
