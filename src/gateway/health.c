@@ -155,7 +155,7 @@ static void outlier_eject(struct gw_outlier *o,
     /* Past this many, the time is max_ejection_ms anyway; no overflow. */
     int64_t times_cap = c->max_ejection_ms / c->base_ejection_ms + 1;
 
-    if (o->times_ejected < times_cap)
+    if (o->times_ejected < times_cap && o->times_ejected < INT_MAX)
         o->times_ejected++;
 
     int64_t d = c->base_ejection_ms * o->times_ejected;
