@@ -40,6 +40,18 @@ struct config_key;
 
 typedef void (*http_handler_fn)(struct http_req *req, void *app);
 
+/*
+ * One header field, as pointers into storage owned by whoever hands it out
+ * (not NUL-terminated).  Used for request headers (http_req_headers), for
+ * proxied answers (http_respond_proxied) and by the upstream client.
+ */
+struct http_header_kv {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+};
+
 struct http_route {
     const char *method;  /* "GET", "POST", ... */
     const char *pattern; /* "/v1/shows/{id}": {name} is one path segment */
@@ -67,6 +79,9 @@ struct http_server_config {
     /* Called on every loop thread every tick_ms, if set. */
     void (*tick)(void *app, void *thread_data, int index);
     int tick_ms;
+    /* The fault switch for resilience tests (http.faults): adds
+     * PUT/GET /internal/v1/faults; see docs/internals/http.md. */
+    bool faults;
 };
 
 /*
@@ -112,9 +127,15 @@ struct http_server_config {
          0,                                                                      \
          600000,                                                                 \
          "time in-flight requests get to finish after SIGTERM"},                 \
+        {"http.access_log",                                                      \
+         CONFIG_BOOL,                                                            \
+         "false",                                                                \
+         0,                                                                      \
+         0,                                                                      \
+         "log one line per request at debug level"},                             \
     {                                                                            \
-        "http.access_log", CONFIG_BOOL, "false", 0, 0,                           \
-            "log one line per request at debug level"                            \
+        "http.faults", CONFIG_BOOL, "false", 0, 0,                               \
+            "offer PUT /internal/v1/faults to inject failures (tests only)"      \
     }
 
 void http_server_config_from(struct http_server_config *out,
@@ -228,6 +249,44 @@ const char *http_req_id(struct http_req *req);
 /* Milliseconds on the server's monotonic clock when the request arrived. */
 int64_t http_req_start_ms(struct http_req *req);
 
+/*
+ * Every request header as received, in order, names in lower case; Host
+ * comes first (h2o keeps it apart), and the body's framing headers
+ * (Content-Length, Transfer-Encoding) are not listed.  *out points into
+ * the request's memory, valid until the request is answered; the count is
+ * returned.  Callable on the request's loop thread.
+ */
+size_t http_req_headers(struct http_req *req,
+                        const struct http_header_kv **out);
+
+/*
+ * The client's address as text ("127.0.0.1", "::1"), owned by the
+ * request; "" when the socket cannot tell (it is already closing).
+ */
+const char *http_req_peer(struct http_req *req);
+
+/*
+ * X-Deadline-Ms: the client's remaining budget in milliseconds when the
+ * request arrived (0 to HTTP_DEADLINE_MAX_MS decimal digits).  Requests that
+ * arrive with a budget of 0, or whose deadline has passed when their
+ * handler would run, are answered 504 (deadline-exceeded) without running
+ * it; a malformed value is answered 400 (bad-deadline).  /healthz, /readyz
+ * and /metrics ignore the header.
+ */
+#define HTTP_DEADLINE_MAX_MS 86400000
+
+/*
+ * The request's deadline on the monotonic clock of http_loop_now_ms(), in
+ * milliseconds (arrival + X-Deadline-Ms), or 0 when it carried none.
+ */
+int64_t http_req_deadline_ms(struct http_req *req);
+
+/* Whether that deadline has passed; false without one. */
+bool http_req_deadline_passed(struct http_req *req);
+
+/* Monotonic milliseconds, the clock of deadlines and timers (cheap). */
+int64_t http_loop_now_ms(struct http_server *s, int thread);
+
 /* --- answering ------------------------------------------------------ */
 
 /* Adds a response header; name and value are copied. */
@@ -279,6 +338,19 @@ void http_respond_problem_ext(struct http_req *req, int status,
 void http_respond_unavailable(struct http_req *req, int retry_after_s,
                               const char *detail);
 
+/*
+ * Answers with an upstream's status, headers and body, all copied.  Left
+ * out: hop-by-hop headers (Connection, Keep-Alive, Proxy-Connection, TE,
+ * Trailer, Transfer-Encoding, Upgrade, and every header named in
+ * Connection), Content-Length (set from len; none on 204 and 304), Date
+ * and Server (h2o writes its own) and X-Request-Id (this request's own is
+ * already set).  status is 100..999.  A HEAD request gets the headers
+ * only.
+ */
+void http_respond_proxied(struct http_req *req, int status,
+                          const struct http_header_kv *headers, size_t n,
+                          const void *body, size_t len);
+
 /* Whether the request has been answered (or deferred). */
 bool http_req_answered(struct http_req *req);
 
@@ -298,5 +370,38 @@ struct http_async *http_req_defer(struct http_req *req);
  */
 void http_async_post(struct http_async *a,
                      void (*fn)(struct http_req *req, void *arg), void *arg);
+
+/* --- timers ------------------------------------------------------------ */
+
+/*
+ * One-shot timers on a loop thread, for work that must happen later
+ * without blocking the loop (backoffs, health-check intervals, delays).
+ * Their clock is http_loop_now_ms().  At most HTTP_TIMERS_MAX are pending
+ * per thread.
+ */
+#define HTTP_TIMERS_MAX (1 << 20)
+struct http_timer;
+
+/*
+ * Runs fn(arg) once on loop thread `thread` of s, delay_ms (0 to
+ * HTTP_TIMER_DELAY_MAX_MS, clamped) after now, never inside this call.
+ * Must be called on that thread (thread_start included).  Returns the
+ * handle, valid until fn returns or the timer is cancelled, or NULL (fn
+ * never runs) when out of memory, past HTTP_TIMERS_MAX, or once the
+ * thread is shutting down.  Timers still pending when their thread stops
+ * never run; they are freed with the server.
+ */
+#define HTTP_TIMER_DELAY_MAX_MS (7 * 86400000)
+struct http_timer *http_timer_start(struct http_server *s, int thread,
+                                    int delay_ms, void (*fn)(void *arg),
+                                    void *arg);
+
+/*
+ * Cancels a pending timer and frees it: fn will not run.  Must be called
+ * on the timer's thread (or, once http_server_run() has returned, on the
+ * thread that frees the server).  Called from inside the timer's own fn,
+ * it does nothing.
+ */
+void http_timer_cancel(struct http_timer *t);
 
 #endif

@@ -19,6 +19,40 @@
 #define HTTP_CLOSE_GRACE_MS 1000 /* to close idle connections at stop */
 
 struct http_task;
+struct http_timer;
+struct http_upstream_call;
+
+/*
+ * Timers (timer.c): a binary min-heap of deadlines per loop thread, woken
+ * through h2o timeouts of fixed power-of-two durations.  h2o's timeouts
+ * take one duration each; linking the one wake-up entry into the longest
+ * bucket not past the earliest deadline, and again from there, reaches
+ * any deadline in at most log2(delay) wake-ups with no per-timer h2o state.
+ */
+#define HTTP_TIMER_BUCKETS    27   /* 0 ms, then 2^0 .. 2^25 ms */
+#define HTTP_TIMER_FIRE_BATCH 1024 /* timers run per wake-up at most */
+
+struct http_timers {
+    struct http_timer **heap;
+    size_t n, cap;
+    uint64_t seq; /* keeps timers due at the same ms in start order */
+    h2o_timeout_t buckets[HTTP_TIMER_BUCKETS];
+    h2o_timeout_entry_t waker;
+    bool ready;  /* buckets exist: on the loop thread, before it stops */
+    bool closed; /* the thread stopped: starts are refused */
+};
+
+/*
+ * The upstream client's state of one loop thread (upstream.c): h2o's
+ * client context and its I/O timeout, and the calls in flight.
+ */
+struct http_upstream_thread {
+    h2o_http1client_ctx_t ctx;
+    h2o_timeout_t io_timeout;
+    h2o_linklist_t calls;
+    bool ready;
+    bool closed;
+};
 
 /* 1xx to 5xx: the code label of marquee_http_requests_total. */
 #define HTTP_STATUS_CLASSES 5
@@ -81,7 +115,18 @@ struct http_thread {
     uint64_t deadline_ms;
     void *data;
     struct rand rng;
+    struct http_timers timers;
+    struct http_upstream_thread upstream;
 };
+
+/*
+ * The fault switch (faults.c), packed in one word so that every loop
+ * thread reads a consistent set without a lock: status (10 bits),
+ * delay_ms (16 bits), rate in millionths (20 bits).
+ */
+#define HTTP_FAULT_RATE_ONE  1000000
+#define HTTP_FAULT_DELAY_MAX 60000
+#define HTTP_FAULTS_PATH     "/internal/v1/faults"
 
 struct http_server {
     struct http_server_config cfg;
@@ -99,6 +144,11 @@ struct http_server {
     atomic_long work;
     struct http_route_metrics unmatched; /* requests no route took */
     struct metrics_series *inflight, *connections;
+    atomic_uint_least64_t faults; /* packed, see HTTP_FAULT_* */
+    /* Upstream instances made for this server (upstream.c): each loop
+     * thread closes its pools of all of them when it stops. */
+    pthread_mutex_t upstreams_lock;
+    h2o_linklist_t upstreams;
 };
 
 struct http_req {
@@ -111,7 +161,12 @@ struct http_req {
     json_t *json; /* parsed body, released with the request */
     struct http_async *async;
     int64_t start_ms;
-    int64_t start_ns; /* monotonic, for the duration histogram */
+    int64_t start_ns;               /* monotonic, for the duration histogram */
+    int64_t deadline_ms;            /* monotonic (http_loop_now_ms), 0: none */
+    struct http_timer *delay;       /* an injected fault's delay, pending */
+    struct http_header_kv *headers; /* http_req_headers(), made once */
+    size_t nheaders;
+    char *peer;
     int status;
     bool answered;
     bool deferred;
@@ -133,6 +188,25 @@ void http_metrics_request_end(struct http_req *req);
 void http_handle_metrics(struct http_req *req, void *app);
 void http_metrics_lag_start(struct http_thread *t);
 void http_metrics_lag_stop(struct http_thread *t);
+
+/* server.c: matches the request to a route and runs its handler (or
+ * answers 404/405). */
+void http_route_run(struct http_req *req);
+
+/* timer.c */
+int64_t http_mono_ms(void);
+void http_timers_setup(struct http_thread *t);
+void http_timers_stop(struct http_thread *t);
+void http_timers_free(struct http_thread *t);
+
+/* upstream.c */
+void http_upstream_thread_setup(struct http_thread *t);
+void http_upstream_thread_stop(struct http_thread *t);
+
+/* faults.c: the fault switch, deadlines, and the dispatch they guard */
+void http_dispatch(struct http_req *req);
+void http_handle_faults_get(struct http_req *req, void *app);
+void http_handle_faults_put(struct http_req *req, void *app);
 
 /* respond.c */
 void http_respond_iovec(struct http_req *req, int status,

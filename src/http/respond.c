@@ -1,11 +1,13 @@
 /*
  * respond.c - request accessors and every way of answering a request.
  */
+#include <arpa/inet.h>
 #include <assert.h>
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "base/err.h"
 #include "base/log.h"
@@ -21,6 +23,13 @@ const char *http_reason(int status)
     case 201: return "Created";
     case 202: return "Accepted";
     case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 207: return "Multi-Status";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
     case 304: return "Not Modified";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
@@ -30,6 +39,8 @@ const char *http_reason(int status)
     case 408: return "Request Timeout";
     case 409: return "Conflict";
     case 410: return "Gone";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
     case 413: return "Content Too Large";
     case 415: return "Unsupported Media Type";
     case 422: return "Unprocessable Content";
@@ -37,6 +48,7 @@ const char *http_reason(int status)
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
@@ -459,4 +471,140 @@ void http_respond_unavailable(struct http_req *req, int retry_after_s,
     http_set_header(req, "Retry-After", v);
     http_respond_problem(req, 503, "unavailable", "Service unavailable", "%s",
                          detail);
+}
+
+/* --- request headers and peer ----------------------------------------------
+ */
+
+size_t http_req_headers(struct http_req *req, const struct http_header_kv **out)
+{
+    h2o_req_t *h = req->h2o;
+
+    if (req->headers == NULL) {
+        /* h2o keeps Host apart, as the authority: it goes first. */
+        bool host = h->authority.base != NULL && h->authority.len > 0;
+        size_t n = h->headers.size + (host ? 1 : 0), k = 0;
+        struct http_header_kv *kv =
+            h2o_mem_alloc_pool(&h->pool, sizeof(*kv) * (n > 0 ? n : 1));
+        if (host)
+            kv[k++] = (struct http_header_kv){"host", 4, h->authority.base,
+                                              h->authority.len};
+        for (size_t i = 0; i < h->headers.size; i++) {
+            const h2o_header_t *e = &h->headers.entries[i];
+            kv[k++] = (struct http_header_kv){e->name->base, e->name->len,
+                                              e->value.base, e->value.len};
+        }
+        req->headers = kv;
+        req->nheaders = n;
+    }
+    *out = req->headers;
+    return req->nheaders;
+}
+
+const char *http_req_peer(struct http_req *req)
+{
+    h2o_conn_t *conn = req->h2o->conn;
+    struct sockaddr_storage ss;
+    socklen_t len;
+
+    if (req->peer != NULL)
+        return req->peer;
+    req->peer = h2o_mem_alloc_pool(&req->h2o->pool, INET6_ADDRSTRLEN);
+    req->peer[0] = '\0';
+    len = conn->callbacks->get_peername(conn, (struct sockaddr *)&ss);
+    if (len == 0)
+        return req->peer;
+    if (ss.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, req->peer,
+                  INET6_ADDRSTRLEN);
+    else if (ss.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, req->peer,
+                  INET6_ADDRSTRLEN);
+    return req->peer;
+}
+
+/* --- proxied answers
+ * ---------------------------------------------------------- */
+
+static bool kv_name_is(const struct http_header_kv *kv, const char *name)
+{
+    size_t n = strlen(name);
+
+    return kv->name_len == n && strncasecmp(kv->name, name, n) == 0;
+}
+
+/* Whether the comma-separated list holds name as one of its tokens. */
+static bool list_has_token(const char *list, size_t len, const char *name,
+                           size_t name_len)
+{
+    size_t i = 0;
+
+    while (i < len) {
+        while (i < len && (list[i] == ' ' || list[i] == '\t' || list[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < len && list[i] != ',')
+            i++;
+        size_t end = i;
+        while (end > start && (list[end - 1] == ' ' || list[end - 1] == '\t'))
+            end--;
+        if (end - start == name_len &&
+            strncasecmp(list + start, name, name_len) == 0)
+            return true;
+    }
+    return false;
+}
+
+static bool proxied_drops(const struct http_header_kv *headers, size_t n,
+                          const struct http_header_kv *kv)
+{
+    static const char *const dropped[] = {
+        "connection", "keep-alive",     "proxy-connection",
+        "te",         "trailer",        "transfer-encoding",
+        "upgrade",    "content-length", "date",
+        "server",     "x-request-id",
+    };
+
+    for (size_t i = 0; i < sizeof(dropped) / sizeof(dropped[0]); i++)
+        if (kv_name_is(kv, dropped[i]))
+            return true;
+    for (size_t i = 0; i < n; i++)
+        if (kv_name_is(&headers[i], "connection") &&
+            list_has_token(headers[i].value, headers[i].value_len, kv->name,
+                           kv->name_len))
+            return true;
+    return false;
+}
+
+void http_respond_proxied(struct http_req *req, int status,
+                          const struct http_header_kv *headers, size_t n,
+                          const void *body, size_t len)
+{
+    h2o_req_t *h = req->h2o;
+
+    assert(status >= 100 && status <= 999);
+    for (size_t i = 0; i < n; i++) {
+        const struct http_header_kv *kv = &headers[i];
+        if (kv->name_len == 0 || proxied_drops(headers, n, kv))
+            continue;
+        char *name = h2o_mem_alloc_pool(&h->pool, kv->name_len);
+        for (size_t k = 0; k < kv->name_len; k++)
+            name[k] = (char)tolower((unsigned char)kv->name[k]);
+        h2o_iovec_t value = h2o_strdup(&h->pool, kv->value, kv->value_len);
+        h2o_add_header_by_str(&h->pool, &h->res.headers, name, kv->name_len, 1,
+                              NULL, value.base, value.len);
+    }
+    if (status == 204 || status == 304) {
+        /* These carry no body and no Content-Length of their own. */
+        assert(!req->answered && "a request answered twice");
+        req->answered = true;
+        req->status = status;
+        h->res.status = status;
+        h->res.reason = http_reason(status);
+        h->res.content_length = SIZE_MAX;
+        h2o_start_response(h, &static_generator);
+        h2o_send(h, NULL, 0, H2O_SEND_STATE_FINAL);
+        return;
+    }
+    http_respond_iovec(req, status, NULL, h2o_strdup(&h->pool, body, len));
 }

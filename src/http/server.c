@@ -47,6 +47,7 @@ void http_server_config_from(struct http_server_config *out,
     out->request_timeout_ms = (int)config_int(cfg, "http.request_timeout_ms");
     out->shutdown_timeout_ms = (int)config_int(cfg, "http.shutdown_timeout_ms");
     out->access_log = config_bool(cfg, "http.access_log");
+    out->faults = config_bool(cfg, "http.faults");
 }
 
 /* --- requests ---------------------------------------------------------- */
@@ -62,6 +63,8 @@ static void on_req_dispose(void *p)
     http_metrics_request_end(req);
     if (req->async != NULL)
         req->async->req = NULL;
+    if (req->delay != NULL)
+        http_timer_cancel(req->delay);
     json_decref(req->json);
     if (t->server->cfg.access_log && log_enabled(LOG_DEBUG))
         log_debug("http",
@@ -131,7 +134,6 @@ static int on_req(h2o_handler_t *self, h2o_req_t *h)
     struct http_thread *t = (struct http_thread *)h->conn->ctx;
     struct http_server *s = t->server;
     struct http_req *req;
-    char allow[64] = "";
 
     (void)self;
     req = h2o_mem_alloc_shared(&h->pool, sizeof(*req), on_req_dispose);
@@ -165,10 +167,20 @@ static int on_req(h2o_handler_t *self, h2o_req_t *h)
         return 0;
     }
 
+    http_dispatch(req);
+    return 0;
+}
+
+void http_route_run(struct http_req *req)
+{
+    struct http_server *s = req->thread->server;
+    h2o_req_t *h = req->h2o;
+    char allow[64] = "";
+
     for (size_t i = 0; i < s->nroutes; i++) {
         const struct http_route_compiled *r = &s->routes[i];
 
-        if (!http_route_match(r, NULL, path, h->path_normalized.len, NULL))
+        if (!http_route_match(r, NULL, req->path, h->path_normalized.len, NULL))
             continue;
         if (!method_is(r, h->method)) {
             size_t n = strlen(allow);
@@ -176,16 +188,15 @@ static int on_req(h2o_handler_t *self, h2o_req_t *h)
                      r->method);
             continue;
         }
-        http_route_match(r, &h->pool, path, h->path_normalized.len,
+        http_route_match(r, &h->pool, req->path, h->path_normalized.len,
                          req->params);
         req->route = r;
         r->fn(req, s->cfg.app);
         assert(http_req_answered(req) && "handler neither answered nor "
                                          "deferred");
-        return 0;
+        return;
     }
     answer_unrouted(req, allow);
-    return 0;
 }
 
 static void handle_healthz(struct http_req *req, void *app)
@@ -557,6 +568,10 @@ static void run_loop(struct http_thread *t)
     t->tasks_closed = true;
     pthread_mutex_unlock(&t->task_lock);
     h2o_evloop_run(loop, 0); /* tasks queued just before the close */
+    /* Upstream calls end (their callers learn it) before timers close,
+     * so that nothing they start can outlive the loop. */
+    http_upstream_thread_stop(t);
+    http_timers_stop(t);
     close_remaining_conns(t);
 }
 
@@ -629,6 +644,8 @@ static void thread_setup(struct http_thread *t)
     t->listener = h2o_evloop_socket_create(t->ctx.loop, t->listen_fd,
                                            H2O_SOCKET_FLAG_DONT_READ);
     t->listener->data = t;
+    http_timers_setup(t);
+    http_upstream_thread_setup(t);
 }
 
 static void on_tick(h2o_timeout_entry_t *entry)
@@ -785,12 +802,18 @@ int http_server_create(const struct http_server_config *cfg,
         {"GET", "/readyz", handle_readyz},
         {"GET", "/metrics", http_handle_metrics},
     };
+    static const struct http_route faults[] = {
+        {"GET", HTTP_FAULTS_PATH, http_handle_faults_get},
+        {"PUT", HTTP_FAULTS_PATH, http_handle_faults_put},
+    };
     struct http_server *s = calloc(1, sizeof(*s));
     int rc = ERR_OK;
 
     if (s == NULL)
         return ERR_NOMEM;
     s->cfg = *cfg;
+    pthread_mutex_init(&s->upstreams_lock, NULL);
+    h2o_linklist_init_anchor(&s->upstreams);
     s->nthreads =
         cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (s->nthreads < 1)
@@ -801,6 +824,8 @@ int http_server_create(const struct http_server_config *cfg,
     for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]) && rc == ERR_OK;
          i++)
         rc = add_route(s, &builtin[i]);
+    for (size_t i = 0; cfg->faults && i < 2 && rc == ERR_OK; i++)
+        rc = add_route(s, &faults[i]);
     for (size_t i = 0; i < nroutes && rc == ERR_OK; i++)
         rc = add_route(s, &routes[i]);
     if (rc != ERR_OK)
@@ -917,8 +942,11 @@ void http_server_free(struct http_server *s)
         if (s->threads[i].queue != NULL)
             return;
     }
+    for (int i = 0; s->threads != NULL && i < s->nthreads; i++)
+        http_timers_free(&s->threads[i]);
     if (s->globalconf.hosts != NULL)
         h2o_config_dispose(&s->globalconf);
+    pthread_mutex_destroy(&s->upstreams_lock);
     free(s->threads);
     free(s);
 }

@@ -142,10 +142,141 @@ static void h_stall(struct http_req *req, void *app)
     http_respond_json(req, 200, json_pack("{s:b}", "stalled", 1));
 }
 
+/* Every request header and the peer, as JSON, for the accessors. */
+static void h_headers(struct http_req *req, void *app)
+{
+    const struct http_header_kv *kv;
+    size_t n = http_req_headers(req, &kv);
+    json_t *list = json_array();
+
+    (void)app;
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(list, json_pack("[s#, s#]", kv[i].name,
+                                              (int)kv[i].name_len, kv[i].value,
+                                              (int)kv[i].value_len));
+    http_respond_json(
+        req, 200,
+        json_pack(
+            "{s:o, s:s, s:I, s:b}", "headers", list, "peer", http_req_peer(req),
+            "budget",
+            (json_int_t)(http_req_deadline_ms(req) == 0
+                             ? -1
+                             : http_req_deadline_ms(req) -
+                                   http_loop_now_ms(http_req_server(req), 0)),
+            "passed", http_req_deadline_passed(req)));
+}
+
+/* An upstream's answer, hop-by-hop headers and all, passed through. */
+static void h_proxied(struct http_req *req, void *app)
+{
+    static const struct http_header_kv hs[] = {
+        {"Content-Type", 12, "text/plain", 10},
+        {"Connection", 10, "keep-alive, X-Hop", 17},
+        {"Keep-Alive", 10, "timeout=5", 9},
+        {"Transfer-Encoding", 17, "chunked", 7},
+        {"X-Hop", 5, "secret", 6},
+        {"Content-Length", 14, "999", 3},
+        {"Upgrade", 7, "h2c", 3},
+        {"Proxy-Connection", 16, "close", 5},
+        {"TE", 2, "trailers", 8},
+        {"Trailer", 7, "X-T", 3},
+        {"Date", 4, "Thu, 01 Jan 1970 00:00:00 GMT", 29},
+        {"Server", 6, "upstream/1", 10},
+        {"X-Kept", 6, "yes", 3},
+        {"ETag", 4, "\"abc\"", 5},
+    };
+    const char *st = http_req_query(req, "status", &(bool){false});
+    int status = st != NULL ? (int)strtol(st, NULL, 10) : 207;
+
+    (void)app;
+    http_respond_proxied(req, status, hs, sizeof(hs) / sizeof(hs[0]), "hello",
+                         5);
+}
+
+/* --- timers: a deferred request answered by the last of its timers ----- */
+
+struct timer_probe {
+    struct http_async *async;
+    struct http_server *server;
+    int thread;
+    char order[8];
+    size_t n;
+    int64_t started_ms;
+    struct http_timer *last;
+};
+
+static atomic_int timer_fires;
+
+static void probe_answer(struct http_req *req, void *arg)
+{
+    struct timer_probe *p = arg;
+
+    if (req != NULL)
+        http_respond_json(
+            req, 200,
+            json_pack("{s:s, s:I}", "order", p->order, "waited",
+                      (json_int_t)(http_loop_now_ms(p->server, p->thread) -
+                                   p->started_ms)));
+    free(p);
+}
+
+static void probe_mark(struct timer_probe *p, char c)
+{
+    atomic_fetch_add(&timer_fires, 1);
+    if (p->n + 1 < sizeof(p->order))
+        p->order[p->n++] = c;
+}
+
+static void fire_0(void *arg)
+{
+    probe_mark(arg, '0');
+}
+
+static void fire_2(void *arg)
+{
+    probe_mark(arg, '2');
+}
+
+static void fire_never(void *arg)
+{
+    probe_mark(arg, 'X');
+}
+
+static void fire_last(void *arg)
+{
+    struct timer_probe *p = arg;
+
+    probe_mark(p, '5');
+    /* Cancelling itself from inside is harmless. */
+    http_timer_cancel(p->last);
+    http_async_post(p->async, probe_answer, p);
+}
+
+static void h_timers(struct http_req *req, void *app)
+{
+    struct timer_probe *p = calloc(1, sizeof(*p));
+    struct http_server *s = http_req_server(req);
+    int th = http_req_thread_index(req);
+
+    (void)app;
+    p->server = s;
+    p->thread = th;
+    p->started_ms = http_loop_now_ms(s, th);
+    p->async = http_req_defer(req);
+    /* Started out of order; they must run in order of their delays. */
+    p->last = http_timer_start(s, th, 50, fire_last, p);
+    CHECK(http_timer_start(s, th, 20, fire_2, p) != NULL);
+    struct http_timer *gone = http_timer_start(s, th, 10, fire_never, p);
+    CHECK(http_timer_start(s, th, 0, fire_0, p) != NULL);
+    CHECK(p->last != NULL && gone != NULL);
+    http_timer_cancel(gone);
+}
+
 static const struct http_route test_routes[] = {
     {"GET", "/things/{id}", h_thing}, {"GET", "/stall", h_stall},
     {"POST", "/echo", h_echo},        {"GET", "/cached", h_cached},
-    {"GET", "/late", h_late},
+    {"GET", "/late", h_late},         {"GET", "/headers", h_headers},
+    {"GET", "/proxied", h_proxied},   {"GET", "/timers", h_timers},
 };
 
 struct live {
@@ -163,6 +294,8 @@ static void *run_server(void *arg)
     return NULL;
 }
 
+static bool live_faults; /* the next live server has the fault switch */
+
 static void live_start_n(struct live *l, int threads, int max_conns,
                          int timeout_ms)
 {
@@ -176,6 +309,7 @@ static void live_start_n(struct live *l, int threads, int max_conns,
         .max_header_bytes = 2048,
         .request_timeout_ms = timeout_ms,
         .shutdown_timeout_ms = 3000,
+        .faults = live_faults,
     };
 
     memset(l, 0, sizeof(*l));
@@ -671,6 +805,235 @@ TEST(live_metrics_see_a_stalled_event_loop)
     CHECK_INT(live_stop(&l), ERR_OK);
 }
 
+/* --- request accessors, proxied answers, timers ------------------------ */
+
+TEST(live_request_headers_and_peer)
+{
+    struct live l;
+    char *r;
+
+    live_start(&l, 100, 5000);
+    r = roundtrip(l.port, "GET /headers HTTP/1.1\r\nHost: x\r\n"
+                          "X-One: 1\r\nx-two: a b\r\nX-One: again\r\n"
+                          "Content-Length: 0\r\n\r\n");
+    CHECK(strncmp(r, "HTTP/1.1 200", 12) == 0);
+    /* In order, names in lower case, repeats kept, Host first. */
+    CHECK(strstr(r, "[\"host\",\"x\"],[\"x-one\",\"1\"],"
+                    "[\"x-two\",\"a b\"],[\"x-one\",\"again\"]") != NULL);
+    CHECK(strstr(r, "content-length\",") == NULL);
+    CHECK(strstr(r, "\"peer\":\"127.0.0.1\"") != NULL);
+    CHECK(strstr(r, "\"budget\":-1") != NULL);
+    CHECK_INT(live_stop(&l), ERR_OK);
+}
+
+TEST(live_proxied_answer_drops_hop_by_hop)
+{
+    struct live l;
+    char *r;
+
+    live_start(&l, 100, 5000);
+    r = roundtrip(l.port, "GET /proxied HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(strncmp(r, "HTTP/1.1 207", 12) == 0);
+    CHECK(strcasestr(r, "content-type: text/plain\r\n") != NULL);
+    CHECK(strcasestr(r, "x-kept: yes\r\n") != NULL);
+    CHECK(strcasestr(r, "etag: \"abc\"\r\n") != NULL);
+    CHECK(strcasestr(r, "content-length: 5\r\n") != NULL);
+    CHECK(strcasestr(r, "content-length: 999") == NULL);
+    CHECK(strcasestr(r, "x-hop") == NULL);
+    CHECK(strcasestr(r, "timeout=5") == NULL);
+    CHECK(strcasestr(r, "transfer-encoding") == NULL);
+    CHECK(strcasestr(r, "upgrade") == NULL);
+    CHECK(strcasestr(r, "proxy-connection") == NULL);
+    CHECK(strcasestr(r, "\r\nte:") == NULL);
+    CHECK(strcasestr(r, "trailer") == NULL);
+    CHECK(strcasestr(r, "upstream/1") == NULL);
+    CHECK(strstr(r, "1970") == NULL);
+    CHECK(strstr(r, "\r\n\r\nhello") != NULL);
+
+    /* 204 and 304 carry neither a body nor a length. */
+    r = roundtrip(l.port,
+                  "GET /proxied?status=304 HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(strncmp(r, "HTTP/1.1 304", 12) == 0);
+    CHECK(strcasestr(r, "content-length") == NULL);
+    CHECK(strstr(r, "hello") == NULL);
+    CHECK_INT(live_stop(&l), ERR_OK);
+}
+
+TEST(live_timers_fire_once_in_order_and_cancel)
+{
+    struct live l;
+    char *r;
+
+    atomic_store(&timer_fires, 0);
+    live_start(&l, 100, 5000);
+    r = roundtrip(l.port, "GET /timers HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(strncmp(r, "HTTP/1.1 200", 12) == 0);
+    CHECK(strstr(r, "\"order\":\"025\"") != NULL);
+    const char *w = strstr(r, "\"waited\":");
+    CHECK(w != NULL && strtol(w + 9, NULL, 10) >= 50);
+    /* Nothing fires twice, and the cancelled one never. */
+    usleep(150 * 1000);
+    CHECK_INT(atomic_load(&timer_fires), 3);
+    CHECK_INT(live_stop(&l), ERR_OK);
+}
+
+/* --- deadlines and the fault switch ----------------------------------------
+ */
+
+TEST(live_deadlines)
+{
+    struct live l;
+    char *r;
+
+    live_start(&l, 100, 5000);
+    r = roundtrip(l.port, "GET /things/1 HTTP/1.1\r\nHost: x\r\n"
+                          "X-Deadline-Ms: 0\r\n\r\n");
+    CHECK(strncmp(r, "HTTP/1.1 504", 12) == 0);
+    CHECK(strstr(r, "\"type\":\"/problems/deadline-exceeded\"") != NULL);
+    CHECK(strstr(r, "\"title\":\"Deadline exceeded\"") != NULL);
+
+    const char *bad[] = {"abc", "-1", "86400001", "1.5", "", "123456789"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char req[256];
+        snprintf(req, sizeof(req),
+                 "GET /things/1 HTTP/1.1\r\nHost: x\r\n"
+                 "X-Deadline-Ms: %s\r\n\r\n",
+                 bad[i]);
+        r = roundtrip(l.port, req);
+        CHECK(strncmp(r, "HTTP/1.1 400", 12) == 0);
+        CHECK(strstr(r, "/problems/bad-deadline") != NULL);
+    }
+
+    r = roundtrip(l.port, "GET /headers HTTP/1.1\r\nHost: x\r\n"
+                          "X-Deadline-Ms: 5000\r\n\r\n");
+    CHECK(strncmp(r, "HTTP/1.1 200", 12) == 0);
+    const char *b = strstr(r, "\"budget\":");
+    CHECK(b != NULL);
+    long budget = strtol(b + 9, NULL, 10);
+    CHECK(budget > 4000 && budget <= 5000);
+    CHECK(strstr(r, "\"passed\":false") != NULL);
+
+    /* Health, readiness and metrics ignore the header. */
+    r = roundtrip(l.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                          "X-Deadline-Ms: 0\r\n\r\n");
+    CHECK(strncmp(r, "HTTP/1.1 200", 12) == 0);
+    r = roundtrip(l.port, "GET /readyz HTTP/1.1\r\nHost: x\r\n"
+                          "X-Deadline-Ms: x\r\n\r\n");
+    CHECK(strncmp(r, "HTTP/1.1 200", 12) == 0);
+    CHECK_INT(live_stop(&l), ERR_OK);
+}
+
+static char *put_faults(int port, const char *json)
+{
+    char req[512];
+
+    snprintf(req, sizeof(req),
+             "PUT /internal/v1/faults HTTP/1.1\r\nHost: x\r\n"
+             "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n"
+             "%s",
+             strlen(json), json);
+    return roundtrip(port, req);
+}
+
+static int status_of(const char *r)
+{
+    return strncmp(r, "HTTP/1.1 ", 9) == 0 ? (int)strtol(r + 9, NULL, 10) : -1;
+}
+
+TEST(live_fault_switch)
+{
+    struct live l;
+    char *r;
+
+    /* Off: the endpoint does not exist. */
+    live_start(&l, 100, 5000);
+    r = put_faults(l.port, "{\"status\":500}");
+    CHECK_INT(status_of(r), 404);
+    CHECK_INT(live_stop(&l), ERR_OK);
+
+    live_faults = true;
+    live_start(&l, 100, 5000);
+    live_faults = false;
+    r = roundtrip(l.port,
+                  "GET /internal/v1/faults HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK_INT(status_of(r), 200);
+    CHECK(strstr(r, "{\"status\":0,") != NULL);
+
+    r = put_faults(l.port, "{\"status\":503,\"rate\":1.0,\"delay_ms\":0}");
+    CHECK_INT(status_of(r), 200);
+    for (int i = 0; i < 5; i++) {
+        r = roundtrip(l.port, "GET /things/1 HTTP/1.1\r\nHost: x\r\n\r\n");
+        CHECK_INT(status_of(r), 503);
+        CHECK(strstr(r, "/problems/injected-fault") != NULL);
+    }
+    r = roundtrip(l.port, "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK_INT(status_of(r), 503);
+    r = roundtrip(l.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK_INT(status_of(r), 200);
+    r = roundtrip(l.port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK_INT(status_of(r), 200);
+    r = roundtrip(l.port,
+                  "GET /internal/v1/faults HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(strstr(r, "\"status\":503") != NULL);
+
+    /* Rate 0: the fault is set but never hits. */
+    r = put_faults(l.port, "{\"status\":500,\"rate\":0}");
+    CHECK_INT(status_of(r), 200);
+    for (int i = 0; i < 5; i++) {
+        r = roundtrip(l.port, "GET /things/1 HTTP/1.1\r\nHost: x\r\n\r\n");
+        CHECK_INT(status_of(r), 200);
+    }
+
+    /* A delay alone slows answers without failing them. */
+    r = put_faults(l.port, "{\"status\":0,\"rate\":1,\"delay_ms\":300}");
+    CHECK_INT(status_of(r), 200);
+    int64_t t0 = http_mono_ms();
+    r = roundtrip(l.port, "GET /things/1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK_INT(status_of(r), 200);
+    CHECK(http_mono_ms() - t0 >= 300);
+    /* ... and the deadline is checked when the delay ends. */
+    r = roundtrip(l.port, "GET /things/1 HTTP/1.1\r\nHost: x\r\n"
+                          "X-Deadline-Ms: 100\r\n\r\n");
+    CHECK_INT(status_of(r), 504);
+    /* A delayed fault whose client leaves meanwhile harms nothing. */
+    r = put_faults(l.port, "{\"status\":500,\"rate\":1,\"delay_ms\":200}");
+    int fd = connect_to(l.port);
+    const char *q = "GET /things/1 HTTP/1.1\r\nHost: x\r\n\r\n";
+    CHECK(write(fd, q, strlen(q)) == (ssize_t)strlen(q));
+    usleep(50 * 1000);
+    close(fd);
+    t0 = http_mono_ms();
+    r = roundtrip(l.port, q);
+    CHECK_INT(status_of(r), 500);
+    CHECK(http_mono_ms() - t0 >= 200);
+
+    /* Strict validation. */
+    r = put_faults(l.port, "{\"status\":99,\"rate\":2,\"delay_ms\":-1,"
+                           "\"x\":1}");
+    CHECK_INT(status_of(r), 422);
+    CHECK(strstr(r, "/problems/validation-failed") != NULL);
+    CHECK(strstr(r, "\"field\":\"x\",\"code\":\"unknown-field\"") != NULL);
+    CHECK(strstr(r, "\"field\":\"rate\",\"code\":\"out-of-range\"") != NULL);
+    CHECK(strstr(r, "\"field\":\"delay_ms\",\"code\":\"out-of-range\"") !=
+          NULL);
+    CHECK(strstr(r, "\"field\":\"status\",\"code\":\"out-of-range\"") != NULL);
+    r = put_faults(l.port, "{\"rate\":\"1\"}");
+    CHECK_INT(status_of(r), 422);
+    CHECK(strstr(r, "\"code\":\"required\"") != NULL);
+    CHECK(strstr(r, "\"code\":\"wrong-type\"") != NULL);
+    /* The last good setting stays. */
+    r = roundtrip(l.port,
+                  "GET /internal/v1/faults HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(strstr(r, "\"status\":500") != NULL);
+    CHECK(strstr(r, "\"delay_ms\":200") != NULL);
+
+    r = put_faults(l.port, "{\"status\":0}");
+    CHECK_INT(status_of(r), 200);
+    r = roundtrip(l.port, "GET /things/1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK_INT(status_of(r), 200);
+    CHECK_INT(live_stop(&l), ERR_OK);
+}
+
 HARNESS_MAIN(T(route_literal_and_params), T(route_bad_patterns_refused),
              T(route_root_has_no_segment), T(live_routes_params_and_problems),
              T(live_request_id_kept_or_made), T(live_json_bodies),
@@ -681,4 +1044,8 @@ HARNESS_MAIN(T(route_literal_and_params), T(route_bad_patterns_refused),
              T(live_graceful_stop_finishes_in_flight),
              T(tasks_run_on_their_thread_ticks_and_holds),
              T(live_metrics_count_requests_by_route_and_class),
-             T(live_metrics_see_a_stalled_event_loop))
+             T(live_metrics_see_a_stalled_event_loop),
+             T(live_request_headers_and_peer),
+             T(live_proxied_answer_drops_hop_by_hop),
+             T(live_timers_fire_once_in_order_and_cancel), T(live_deadlines),
+             T(live_fault_switch))
