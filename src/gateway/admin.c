@@ -1,0 +1,184 @@
+/*
+ * admin.c - the gateway's own endpoints under /admin/, and the registry
+ * file: the two ways pools change while the gateway runs.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include "base/err.h"
+#include "base/log.h"
+#include "gateway/internal.h"
+
+/* Constant time, so the token cannot be guessed byte by byte. */
+static bool token_equal(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char diff = la != lb;
+
+    for (size_t i = 0; i < la; i++)
+        diff |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
+    return diff == 0;
+}
+
+static bool admin_allowed(struct http_req *req, const struct gateway *gw)
+{
+    const char *auth = http_req_header(req, "authorization");
+
+    if (gw->admin_token[0] == '\0') {
+        http_respond_problem(req, 403, "admin-disabled", "Forbidden",
+                             "admin routes are disabled: no admin token is "
+                             "configured");
+        return false;
+    }
+    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0 ||
+        !token_equal(auth + 7, gw->admin_token)) {
+        http_set_header(req, "WWW-Authenticate",
+                        "Bearer realm=\"marquee-admin\"");
+        http_respond_problem(req, 401, "unauthorized", "Unauthorized",
+                             "admin routes need Authorization: Bearer with "
+                             "the admin token");
+        return false;
+    }
+    return true;
+}
+
+void gw_admin_list(struct http_req *req, void *app)
+{
+    struct gateway *gw = app;
+    int64_t now = gw_now_ms();
+    json_t *pools;
+
+    if (!admin_allowed(req, gw))
+        return;
+    pools = json_array();
+    for (size_t k = 0; k < gw->npools; k++)
+        json_array_append_new(pools, gw_pool_json(&gw->pools[k], now));
+    http_set_header(req, "Cache-Control", "no-store");
+    http_respond_json(req, 200, json_pack("{s:o}", "pools", pools));
+}
+
+static void invalid(struct http_req *req, const char *field, const char *code,
+                    const char *detail)
+{
+    json_t *errors = json_pack("[{s:s, s:s, s:s}]", "field", field, "code",
+                               code, "detail", detail);
+
+    http_respond_problem_ext(req, 422, "validation-failed", "Validation failed",
+                             "the body does not describe a pool",
+                             json_pack("{s:o}", "errors", errors));
+}
+
+void gw_admin_put(struct http_req *req, void *app)
+{
+    struct gateway *gw = app;
+    const char *name = http_req_param(req, "name");
+    struct gw_pool *p;
+    struct gw_addrs *addrs;
+    const char *key;
+    json_t *body, *v;
+    char why[GW_ERR_MAX];
+    int rc;
+
+    if (!admin_allowed(req, gw))
+        return;
+    p = gw_pool_find(gw, name);
+    if (p == NULL) {
+        http_respond_problem(req, 404, "not-found", "Not found",
+                             "there is no pool \"%.40s\"", name);
+        return;
+    }
+    body = http_req_json(req);
+    if (body == NULL)
+        return;
+    json_object_foreach(body, key, v)
+    {
+        if (strcmp(key, "instances") != 0) {
+            invalid(req, key, "unknown-field",
+                    "a pool takes only \"instances\"");
+            return;
+        }
+    }
+    v = json_object_get(body, "instances");
+    if (v == NULL) {
+        invalid(req, "instances", "required",
+                "a list of \"host:port\" strings");
+        return;
+    }
+    addrs = malloc(sizeof(*addrs));
+    if (addrs == NULL) {
+        http_respond_unavailable(req, 1, "the gateway is out of memory");
+        return;
+    }
+    if (gw_addrs_from_json(v, "instances", addrs, why, sizeof(why)) != ERR_OK) {
+        invalid(req, "instances", "wrong-type", why);
+        goto out_addrs;
+    }
+    rc = gw_pool_set(p, addrs, false);
+    if (rc != ERR_OK) {
+        http_respond_unavailable(req, 1, "the pool could not be changed");
+        goto out_addrs;
+    }
+    log_info("gateway", "pool_set pool=%s instances=%zu source=admin", p->name,
+             addrs->n);
+    http_respond_json(req, 200, gw_pool_json(p, gw_now_ms()));
+
+out_addrs:
+    free(addrs);
+}
+
+/* --- registry file -------------------------------------------------------- */
+
+static void registry_apply(void *arg, const char *name,
+                           const struct gw_addrs *addrs)
+{
+    struct gateway *gw = arg;
+    struct gw_pool *p = gw_pool_find(gw, name);
+
+    if (p == NULL) {
+        log_info("gateway", "registry_pool_unknown pool=%s", name);
+        return;
+    }
+    if (gw_pool_set(p, addrs, false) != ERR_OK)
+        log_warn("gateway", "registry_apply_failed pool=%s", name);
+}
+
+void gw_registry_tick(struct gateway *gw, int64_t now_ms)
+{
+    struct stat st;
+    char *text, err[GW_ERR_MAX];
+    size_t len;
+    int rc;
+
+    if (gw->registry_path[0] == '\0' ||
+        now_ms - gw->registry_checked_ms < GW_REGISTRY_CHECK_MS)
+        return;
+    gw->registry_checked_ms = now_ms;
+    if (stat(gw->registry_path, &st) != 0)
+        return; /* not written yet, or being replaced: keep what we have */
+    if (st.st_mtim.tv_sec == gw->registry_mtime.tv_sec &&
+        st.st_mtim.tv_nsec == gw->registry_mtime.tv_nsec &&
+        (long long)st.st_size == gw->registry_size)
+        return;
+    /* Remembered before reading, so a bad file is reported once. */
+    gw->registry_mtime = st.st_mtim;
+    gw->registry_size = (long long)st.st_size;
+
+    rc = gw_file_read(gw->registry_path, GW_FILE_MAX, &text, &len);
+    if (rc != ERR_OK) {
+        log_warn("gateway", "registry_unreadable path=%s error=%s",
+                 gw->registry_path, err_name(rc));
+        return;
+    }
+    rc = gw_registry_parse(text, len, gw->registry_path, registry_apply, gw,
+                           err, sizeof(err));
+    free(text);
+    if (rc != ERR_OK) {
+        log_warn("gateway", "registry_ignored reason=\"%s\"", err);
+        return;
+    }
+    log_info("gateway", "registry_loaded path=%s", gw->registry_path);
+}

@@ -1,0 +1,379 @@
+/*
+ * gateway.c - configuration keys, start-up and the one handler every
+ * public path reaches.
+ *
+ * The HTTP layer routes by method and whole patterns; the gateway needs
+ * every path.  So it registers, for each method it forwards, one pattern
+ * of {segment}s per depth up to GW_PATH_DEPTH_MAX, and matches its own
+ * routes file inside the handler.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/config.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "base/program.h"
+#include "gateway/gateway.h"
+#include "gateway/internal.h"
+
+#define GW_TICK_MS 100
+
+static const struct config_key gw_keys[] = {
+    HTTP_CONFIG_KEYS(8080),
+    PROGRAM_LOG_KEY,
+    {"gateway.routes", CONFIG_STRING, "deploy/gateway/routes.json", 0, 0,
+     "the routes file: pools and routes (JSON)"},
+    {"gateway.registry", CONFIG_STRING, "", 0, 0,
+     "registry file of pool instances, re-read when it changes; empty: none"},
+    {"gateway.admin_token", CONFIG_STRING, "", 0, 0,
+     "bearer token for /admin/ routes; empty disables them"},
+    {"gateway.static_dir", CONFIG_STRING, "web", 0, 0,
+     "folder of the web pages served for unrouted GETs"},
+    {"gateway.max_response_bytes", CONFIG_INT, "8388608", 1024, 1073741824,
+     "largest upstream answer; larger gets 502"},
+    {"gateway.debug_headers", CONFIG_BOOL, "false", 0, 0,
+     "add X-Upstream: host:port to proxied answers (tests)"},
+    {"gateway.health.interval_ms", CONFIG_INT, "2000", 10, 3600000,
+     "time between health checks of a stable instance"},
+    {"gateway.health.fast_interval_ms", CONFIG_INT, "500", 10, 3600000,
+     "time between health checks of an instance changing state"},
+    {"gateway.health.timeout_ms", CONFIG_INT, "1000", 10, 600000,
+     "time a health check may take"},
+    {"gateway.health.rise", CONFIG_INT, "2", 1, 100,
+     "passes in a row that bring an instance up"},
+    {"gateway.health.fall", CONFIG_INT, "3", 1, 100,
+     "failures in a row that take an instance down"},
+    {"gateway.health.slow_start_ms", CONFIG_INT, "10000", 0, 3600000,
+     "weight ramp of an instance that came up; 0: none"},
+    {"gateway.outlier.consecutive", CONFIG_INT, "5", 1, 1000,
+     "5xx or connect failures in a row that eject an instance"},
+    {"gateway.outlier.base_ejection_ms", CONFIG_INT, "30000", 1, 86400000,
+     "first ejection time; each further one lasts one more"},
+    {"gateway.outlier.max_ejection_ms", CONFIG_INT, "300000", 1, 86400000,
+     "longest ejection (before jitter)"},
+    {"gateway.outlier.max_ejected_percent", CONFIG_INT, "50", 0, 100,
+     "share of a pool that may be ejected at once"},
+    {"gateway.breaker.window", CONFIG_INT, "100", 1, 1024,
+     "calls a pool's breaker remembers"},
+    {"gateway.breaker.min_calls", CONFIG_INT, "20", 1, 1024,
+     "calls recorded before the breaker may open"},
+    {"gateway.breaker.failure_rate", CONFIG_STRING, "0.5", 0, 0,
+     "share of failed calls that opens the breaker, (0,1]"},
+    {"gateway.breaker.slow_rate", CONFIG_STRING, "0.8", 0, 0,
+     "share of slow calls that opens the breaker, (0,1]"},
+    {"gateway.breaker.slow_call_ms", CONFIG_INT, "2000", 1, 86400000,
+     "a call this slow counts as slow"},
+    {"gateway.breaker.open_ms", CONFIG_INT, "5000", 1, 86400000,
+     "time the breaker stays open before probing"},
+    {"gateway.breaker.probes", CONFIG_INT, "3", 1, 16,
+     "calls let through while half-open"},
+    {"gateway.retry.budget_ratio", CONFIG_STRING, "0.2", 0, 0,
+     "retries in flight per request in flight at most, [0,1]"},
+    {"gateway.retry.min_retries", CONFIG_INT, "3", 0, 100000,
+     "retries in flight always allowed"},
+    {"gateway.hash_factor", CONFIG_STRING, "1.25", 0, 0,
+     "bounded load of hashed routes: cap of an instance over the mean, >= 1"},
+    {"gateway.max_idle", CONFIG_INT, "32", 1, HTTP_UPSTREAM_IDLE_MAX,
+     "idle keep-alive connections per instance and loop thread"},
+};
+
+static const char *const gw_methods[] = {"GET", "POST", "PUT", "PATCH",
+                                         "DELETE"};
+
+#define GW_METHODS      (sizeof(gw_methods) / sizeof(gw_methods[0]))
+#define GW_CATCH_ALL    (GW_METHODS * (GW_PATH_DEPTH_MAX + 1))
+#define GW_ADMIN_ROUTES 2
+#define GW_PATTERN_MAX  (GW_PATH_DEPTH_MAX * 5 + 2)
+
+static bool path_under(const char *path, const char *dir)
+{
+    size_t n = strlen(dir);
+
+    /* dir is "/x/": "/x" itself counts too. */
+    return strncmp(path, dir, n) == 0 ||
+           (strncmp(path, dir, n - 1) == 0 && path[n - 1] == '\0');
+}
+
+static void gw_handle(struct http_req *req, void *app)
+{
+    struct gateway *gw = app;
+    const char *path = http_req_path(req);
+    const struct gw_route *r;
+    const char *key;
+    size_t key_len;
+
+    /* Service-to-service routes never leave the private network. */
+    if (path_under(path, "/internal/")) {
+        http_respond_problem(req, 404, "not-found", "Not found",
+                             "no route for %s", path);
+        return;
+    }
+    r = gw_route_find(gw->spec, path, &key, &key_len);
+    if (r != NULL) {
+        gw_proxy(req, gw, r, key, key_len);
+        return;
+    }
+    if (strcmp(http_req_method(req), "GET") == 0 && !path_under(path, "/v1/") &&
+        !path_under(path, "/admin/")) {
+        gw_static_serve(req, gw);
+        return;
+    }
+    http_respond_problem(req, 404, "not-found", "Not found", "no route for %s",
+                         path);
+}
+
+static void *gw_thread_start(void *app, int index)
+{
+    struct gw_thread *t = calloc(1, sizeof(*t));
+
+    if (t == NULL)
+        return NULL;
+    t->gw = app;
+    t->index = index;
+    if (rand_seed_secure(&t->rng) != ERR_OK)
+        rand_seed(&t->rng, (uint64_t)gw_now_ms() + (uint64_t)index);
+    return t;
+}
+
+static void gw_thread_stop(void *app, void *data)
+{
+    struct gw_thread *t = data;
+
+    if (t != NULL && t->index == 0)
+        gw_checks_cancel(app);
+    free(t);
+}
+
+/* Health checks and the registry file live on thread 0 alone. */
+static void gw_tick(void *app, void *data, int index)
+{
+    struct gateway *gw = app;
+    int64_t now = gw_now_ms();
+
+    (void)data;
+    if (index != 0)
+        return;
+    for (size_t k = 0; k < gw->npools; k++)
+        gw_pool_tick(&gw->pools[k], now);
+    gw_registry_tick(gw, now);
+}
+
+/* A ratio key: a decimal in [lo, hi]; ERR_CONFIG with a message if not. */
+static int ratio_key(const struct config *cfg, const char *key, double lo,
+                     double hi, bool lo_open, double *out)
+{
+    const char *s = config_str(cfg, key);
+    char *end;
+    double v;
+
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno != 0 || end == s || *end != '\0' || !isfinite(v) || v > hi ||
+        v < lo || (lo_open && v == lo)) {
+        fprintf(stderr,
+                "gateway: bad value key=%s value=\"%s\" reason=\"expected a "
+                "number in %c%g, %g]\"\n",
+                key, s, lo_open ? '(' : '[', lo, hi);
+        return ERR_CONFIG;
+    }
+    *out = v;
+    return ERR_OK;
+}
+
+static int read_keys(struct gateway *gw, const struct config *cfg)
+{
+    struct gw_breaker_config *b = &gw->breaker;
+    int rc = ERR_OK;
+
+    gw_health_config_default(&gw->health);
+    gw->health.interval_ms = config_int(cfg, "gateway.health.interval_ms");
+    gw->health.fast_interval_ms =
+        config_int(cfg, "gateway.health.fast_interval_ms");
+    gw->health.timeout_ms = config_int(cfg, "gateway.health.timeout_ms");
+    gw->health.rise = (int)config_int(cfg, "gateway.health.rise");
+    gw->health.fall = (int)config_int(cfg, "gateway.health.fall");
+    gw->health.slow_start_ms = config_int(cfg, "gateway.health.slow_start_ms");
+
+    gw_outlier_config_default(&gw->outlier);
+    gw->outlier.consecutive =
+        (int)config_int(cfg, "gateway.outlier.consecutive");
+    gw->outlier.base_ejection_ms =
+        config_int(cfg, "gateway.outlier.base_ejection_ms");
+    gw->outlier.max_ejection_ms =
+        config_int(cfg, "gateway.outlier.max_ejection_ms");
+    gw->outlier.max_ejected_percent =
+        (int)config_int(cfg, "gateway.outlier.max_ejected_percent");
+
+    gw_breaker_config_default(b);
+    b->window = (int)config_int(cfg, "gateway.breaker.window");
+    b->min_calls = (int)config_int(cfg, "gateway.breaker.min_calls");
+    b->slow_call_ms = config_int(cfg, "gateway.breaker.slow_call_ms");
+    b->open_ms = config_int(cfg, "gateway.breaker.open_ms");
+    b->probes = (int)config_int(cfg, "gateway.breaker.probes");
+    rc |= ratio_key(cfg, "gateway.breaker.failure_rate", 0, 1, true,
+                    &b->failure_rate);
+    rc |=
+        ratio_key(cfg, "gateway.breaker.slow_rate", 0, 1, true, &b->slow_rate);
+    rc |= ratio_key(cfg, "gateway.retry.budget_ratio", 0, 1, false,
+                    &gw->retry_ratio);
+    rc |=
+        ratio_key(cfg, "gateway.hash_factor", 1, 100, false, &gw->hash_factor);
+    gw->retry_min = (int)config_int(cfg, "gateway.retry.min_retries");
+    gw->max_idle = (int)config_int(cfg, "gateway.max_idle");
+    gw->max_response_bytes =
+        (size_t)config_int(cfg, "gateway.max_response_bytes");
+    gw->debug_headers = config_bool(cfg, "gateway.debug_headers");
+    gw->admin_token = config_str(cfg, "gateway.admin_token");
+    gw->registry_path = config_str(cfg, "gateway.registry");
+    if (rc != ERR_OK)
+        return ERR_CONFIG;
+
+    if (b->min_calls > b->window) {
+        fprintf(stderr, "gateway: bad value key=gateway.breaker.min_calls "
+                        "reason=\"more than gateway.breaker.window\"\n");
+        return ERR_CONFIG;
+    }
+    if (gw->outlier.base_ejection_ms > gw->outlier.max_ejection_ms) {
+        fprintf(stderr, "gateway: bad value "
+                        "key=gateway.outlier.base_ejection_ms reason=\"more "
+                        "than gateway.outlier.max_ejection_ms\"\n");
+        return ERR_CONFIG;
+    }
+    if (gw_health_config_check(&gw->health) != ERR_OK ||
+        gw_outlier_config_check(&gw->outlier) != ERR_OK) {
+        fprintf(stderr, "gateway: bad health or outlier settings\n");
+        return ERR_CONFIG;
+    }
+    return ERR_OK;
+}
+
+static void static_dir_resolve(struct gateway *gw, const char *dir)
+{
+    if (realpath(dir, gw->static_dir) == NULL) {
+        log_warn("gateway", "static_dir_missing path=%s error=\"%s\"", dir,
+                 strerror(errno));
+        gw->static_dir[0] = '\0';
+    }
+}
+
+/* The admin routes, then one {segment} pattern per method and depth. */
+static size_t build_routes(struct http_route *routes,
+                           char patterns[][GW_PATTERN_MAX])
+{
+    size_t n = 0;
+
+    routes[n++] = (struct http_route){"GET", "/admin/pools", gw_admin_list};
+    routes[n++] =
+        (struct http_route){"PUT", "/admin/pools/{name}", gw_admin_put};
+    for (size_t d = 0; d <= GW_PATH_DEPTH_MAX; d++) {
+        char *p = patterns[d];
+        size_t len = 0;
+
+        p[len++] = '/';
+        for (size_t s = 0; s < d; s++)
+            len += (size_t)snprintf(p + len, GW_PATTERN_MAX - len, "%s{%c}",
+                                    s > 0 ? "/" : "", (char)('a' + s));
+        p[len] = '\0';
+        for (size_t m = 0; m < GW_METHODS; m++)
+            routes[n++] = (struct http_route){gw_methods[m], p, gw_handle};
+    }
+    return n;
+}
+
+/* A breaker probe may take as long as the slowest route of its pool. */
+static int64_t probe_deadline(const struct gw_spec *spec, size_t pool)
+{
+    int64_t ms = 0;
+
+    for (size_t k = 0; k < spec->nroutes; k++)
+        if (spec->routes[k].pool == pool &&
+            spec->routes[k].total_timeout_ms > ms)
+            ms = spec->routes[k].total_timeout_ms;
+    return ms > 0 ? ms : GW_TOTAL_TIMEOUT_MS;
+}
+
+static int pools_start(struct gateway *gw)
+{
+    int rc;
+
+    for (size_t k = 0; k < gw->spec->npools; k++) {
+        rc = gw_pool_init(&gw->pools[k], gw, &gw->spec->pools[k],
+                          probe_deadline(gw->spec, k));
+        if (rc != ERR_OK) {
+            log_error("gateway", "pool_init_failed pool=%s error=%s",
+                      gw->spec->pools[k].name, err_name(rc));
+            return rc;
+        }
+        gw->npools++;
+    }
+    for (size_t k = 0; k < gw->npools; k++) {
+        rc = gw_pool_set(&gw->pools[k], &gw->spec->pools[k].addrs, true);
+        if (rc != ERR_OK)
+            return rc;
+    }
+    return ERR_OK;
+}
+
+int gateway_main(int argc, char **argv)
+{
+    static struct http_route routes[GW_ADMIN_ROUTES + GW_CATCH_ALL];
+    static char patterns[GW_PATH_DEPTH_MAX + 1][GW_PATTERN_MAX];
+    struct config cfg;
+    struct gateway *gw;
+    struct http_server_config hc;
+    char err[GW_ERR_MAX];
+    int rc, exit_code = 1;
+
+    rc = program_start(&cfg, gw_keys, sizeof(gw_keys) / sizeof(gw_keys[0]),
+                       argc, argv, "gateway", NULL);
+    if (rc != ERR_OK)
+        return rc == PROGRAM_HELPED ? 2 : 1;
+    gw = calloc(1, sizeof(*gw));
+    if (gw == NULL)
+        goto out_config;
+    gw->spec = calloc(1, sizeof(*gw->spec));
+    if (gw->spec == NULL || read_keys(gw, &cfg) != ERR_OK)
+        goto out_gateway;
+    rc = gw_spec_load(config_str(&cfg, "gateway.routes"), gw->spec, err,
+                      sizeof(err));
+    if (rc != ERR_OK) {
+        log_error("gateway", "routes_invalid reason=\"%s\"", err);
+        goto out_gateway;
+    }
+    static_dir_resolve(gw, config_str(&cfg, "gateway.static_dir"));
+
+    http_server_config_from(&hc, &cfg, "gateway");
+    hc.app = gw;
+    hc.thread_start = gw_thread_start;
+    hc.thread_stop = gw_thread_stop;
+    hc.tick = gw_tick;
+    hc.tick_ms = GW_TICK_MS;
+    rc = http_server_create(&hc, routes, build_routes(routes, patterns),
+                            &gw->server);
+    if (rc != ERR_OK)
+        goto out_gateway;
+    if (pools_start(gw) != ERR_OK)
+        goto out_pools;
+    log_info("gateway", "started pools=%zu routes=%zu registry=%s", gw->npools,
+             gw->spec->nroutes,
+             gw->registry_path[0] != '\0' ? gw->registry_path : "none");
+
+    rc = http_server_run(gw->server);
+    exit_code = rc == ERR_OK ? 0 : 1;
+
+out_pools:
+    /* The pools' upstreams go before the server they belong to. */
+    for (size_t k = 0; k < gw->npools; k++)
+        gw_pool_free(&gw->pools[k]);
+    http_server_free(gw->server);
+out_gateway:
+    free(gw->spec);
+    free(gw);
+out_config:
+    config_free(&cfg);
+    return exit_code;
+}
