@@ -7,6 +7,7 @@
 #include "http/http.h"
 #include "services/booking/booking.h"
 #include "services/catalog/catalog.h"
+#include "services/payment/payment.h"
 #include "tools/loadgen.h"
 
 struct role {
@@ -20,6 +21,8 @@ static const struct role roles[] = {
      "cities, cinemas, screens, movies, shows and prices"},
     {"booking", booking_main,
      "seat inventory of every show, and holds on seats"},
+    {"payment", payment_main,
+     "charges and refunds against a (simulated) card provider"},
     {"loadgen", loadgen_main,
      "open-loop load generator for flash-sale benchmarks"},
 };
