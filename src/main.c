@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "gateway/gateway.h"
 #include "http/http.h"
 #include "services/booking/booking.h"
 #include "services/catalog/catalog.h"
@@ -17,6 +18,8 @@ struct role {
 };
 
 static const struct role roles[] = {
+    {"gateway", gateway_main,
+     "the public door: routing, balancing, health checks, breakers"},
     {"catalog", catalog_main,
      "cities, cinemas, screens, movies, shows and prices"},
     {"booking", booking_main,
