@@ -450,6 +450,10 @@ void gw_proxy(struct http_req *req, struct gateway *gw,
     c->has_key = key != NULL;
     c->key_hash = key != NULL ? gw_key_hash(key, key_len) : 0;
     c->deadline_ms = gw_now_ms() + r->total_timeout_ms;
+    /* A client that gives up sooner shortens the budget (same clock). */
+    int64_t client = http_req_deadline_ms(req);
+    if (client != 0 && client < c->deadline_ms)
+        c->deadline_ms = client;
     gw_retry_budget_request_begin(&c->pool->budget);
 
     rc = call_copy(c, req);

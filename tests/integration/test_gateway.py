@@ -299,6 +299,7 @@ class GatewayTest(unittest.TestCase):
                 "X-Deadline-Ms": "5000",
                 "X-Request-Id": "gw-hop-1",
                 "X-Custom": "kept"})
+            plain = gw.json("GET", "/v1/echo/y")
         finally:
             echo.shutdown()
             echo.server_close()
@@ -308,13 +309,17 @@ class GatewayTest(unittest.TestCase):
         self.assertEqual(seen["x-custom"], "kept")
         self.assertEqual(seen["x-request-id"], "gw-hop-1")
         self.assertEqual(seen["x-forwarded-for"], "10.0.0.1, 127.0.0.1")
-        # The route's own budget (10 s), not the client's 5 s header.
-        self.assertGreater(int(seen["x-deadline-ms"]), 5000)
-        self.assertLessEqual(int(seen["x-deadline-ms"]), 10000)
+        # The client's 5 s, shorter than the route's 10 s, less time spent.
+        self.assertGreater(int(seen["x-deadline-ms"]), 3000)
+        self.assertLessEqual(int(seen["x-deadline-ms"]), 5000)
         self.assertNotIn("x-hop", got)
         self.assertNotIn("keep-alive", got)
         self.assertEqual(got["x-kept"], "yes")
         self.assertEqual(got["x-upstream"], echo_addr)
+        # Without one, the route's budget.
+        self.assertEqual(plain[0], 200)
+        self.assertGreater(int(plain[2]["x-deadline-ms"]), 8000)
+        self.assertLessEqual(int(plain[2]["x-deadline-ms"]), 10000)
 
     # ------------------------------------------------------------ admin
 
