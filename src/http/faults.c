@@ -90,7 +90,7 @@ static bool deadline_read(struct http_req *req)
     }
     if (budget > HTTP_DEADLINE_MAX_MS)
         return false;
-    req->deadline_ms = http_mono_ms() + budget;
+    req->deadline_ms = req->start_ms + budget;
     /* Monotonic time is far past 0 ms in practice; 0 means "none". */
     if (req->deadline_ms == 0)
         req->deadline_ms = 1;

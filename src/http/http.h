@@ -246,7 +246,7 @@ json_t *http_req_json(struct http_req *req);
 /* The request id: the client's X-Request-Id if sane, else a generated one. */
 const char *http_req_id(struct http_req *req);
 
-/* Milliseconds on the server's monotonic clock when the request arrived. */
+/* When the request arrived, in ms of the clock of http_loop_now_ms(). */
 int64_t http_req_start_ms(struct http_req *req);
 
 /*

@@ -72,8 +72,7 @@ static void on_req_dispose(void *p)
                   "id=%s",
                   (int)req->h2o->method.len, req->h2o->method.base, req->path,
                   req->status,
-                  (unsigned long long)(h2o_now(t->ctx.loop) -
-                                       (uint64_t)req->start_ms),
+                  (unsigned long long)(http_mono_ms() - req->start_ms),
                   req->request_id);
 }
 
@@ -140,7 +139,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *h)
     memset(req, 0, sizeof(*req));
     req->h2o = h;
     req->thread = t;
-    req->start_ms = (int64_t)h2o_now(t->ctx.loop);
+    req->start_ms = http_mono_ms();
     http_metrics_request_start(req);
     t->inflight++;
     atomic_fetch_add(&s->work, 1);
