@@ -64,6 +64,9 @@ struct gw_call {
 
 static void call_free(struct gw_call *c)
 {
+    /* A retry that found no instance ends here, still counted. */
+    if (c->in_retry)
+        gw_retry_budget_retry_end(&c->pool->budget);
     gw_retry_budget_request_end(&c->pool->budget);
     free(c->arena);
     free(c);
@@ -310,7 +313,10 @@ static void on_done(void *arg, enum http_upstream_result result,
     struct gw_call *c = arg;
     int64_t now = gw_now_ms();
     int status = result == HTTP_UPSTREAM_OK ? resp->status : 0;
-    bool breaker_failed = result != HTTP_UPSTREAM_OK || status >= 500;
+    /* An answer too large is the route's limit, not the upstream's fault. */
+    bool breaker_failed =
+        (result != HTTP_UPSTREAM_OK && result != HTTP_UPSTREAM_TOOBIG) ||
+        status >= 500;
     bool outlier_failed = result == HTTP_UPSTREAM_CONNECT || status >= 500;
     struct gw_instance *inst = c->inst;
 
