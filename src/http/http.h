@@ -345,7 +345,7 @@ void http_respond_unavailable(struct http_req *req, int retry_after_s,
  * Connection), Content-Length (set from len; none on 204 and 304), Date
  * and Server (h2o writes its own) and X-Request-Id (this request's own is
  * already set).  status is 100..999.  A HEAD request gets the headers
- * only.
+ * only, with the upstream's Content-Length when body is empty.
  */
 void http_respond_proxied(struct http_req *req, int status,
                           const struct http_header_kv *headers, size_t n,

@@ -576,6 +576,26 @@ static bool proxied_drops(const struct http_header_kv *headers, size_t n,
     return false;
 }
 
+/* The upstream's Content-Length, or 0 when absent or unreadable. */
+static size_t announced_length(const struct http_header_kv *headers, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!kv_name_is(&headers[i], "content-length"))
+            continue;
+        size_t v = 0;
+        if (headers[i].value_len == 0 || headers[i].value_len > 15)
+            return 0;
+        for (size_t k = 0; k < headers[i].value_len; k++) {
+            char c = headers[i].value[k];
+            if (c < '0' || c > '9')
+                return 0;
+            v = v * 10 + (size_t)(c - '0');
+        }
+        return v;
+    }
+    return 0;
+}
+
 void http_respond_proxied(struct http_req *req, int status,
                           const struct http_header_kv *headers, size_t n,
                           const void *body, size_t len)
@@ -594,14 +614,22 @@ void http_respond_proxied(struct http_req *req, int status,
         h2o_add_header_by_str(&h->pool, &h->res.headers, name, kv->name_len, 1,
                               NULL, value.base, value.len);
     }
+    bool head = h2o_memis(h->method.base, h->method.len, H2O_STRLIT("HEAD"));
+    size_t length = len;
     if (status == 204 || status == 304) {
         /* These carry no body and no Content-Length of their own. */
+        length = SIZE_MAX;
+    } else if (head && len == 0) {
+        /* The answer to HEAD has no body but tells the GET's length. */
+        length = announced_length(headers, n);
+    }
+    if (length != len) {
         assert(!req->answered && "a request answered twice");
         req->answered = true;
         req->status = status;
         h->res.status = status;
         h->res.reason = http_reason(status);
-        h->res.content_length = SIZE_MAX;
+        h->res.content_length = length;
         h2o_start_response(h, &static_generator);
         h2o_send(h, NULL, 0, H2O_SEND_STATE_FINAL);
         return;

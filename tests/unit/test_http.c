@@ -187,10 +187,11 @@ static void h_proxied(struct http_req *req, void *app)
     };
     const char *st = http_req_query(req, "status", &(bool){false});
     int status = st != NULL ? (int)strtol(st, NULL, 10) : 207;
+    bool empty = http_req_query(req, "empty", &(bool){false}) != NULL;
 
     (void)app;
-    http_respond_proxied(req, status, hs, sizeof(hs) / sizeof(hs[0]), "hello",
-                         5);
+    http_respond_proxied(req, status, hs, sizeof(hs) / sizeof(hs[0]),
+                         empty ? "" : "hello", empty ? 0 : 5);
 }
 
 /* --- timers: a deferred request answered by the last of its timers ----- */
@@ -849,6 +850,19 @@ TEST(live_proxied_answer_drops_hop_by_hop)
     CHECK(strcasestr(r, "upstream/1") == NULL);
     CHECK(strstr(r, "1970") == NULL);
     CHECK(strstr(r, "\r\n\r\nhello") != NULL);
+
+    /* HEAD: no body; the upstream's length when it sent none either. */
+    r = roundtrip(l.port, "HEAD /proxied HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(strncmp(r, "HTTP/1.1 207", 12) == 0);
+    CHECK(strcasestr(r, "content-length: 5\r\n") != NULL);
+    CHECK(strstr(r, "hello") == NULL);
+    int fd = connect_to(l.port);
+    const char *head = "HEAD /proxied?empty=1 HTTP/1.1\r\nHost: x\r\n\r\n";
+    CHECK(write(fd, head, strlen(head)) == (ssize_t)strlen(head));
+    r = read_response(fd, 300);
+    close(fd);
+    CHECK(strncmp(r, "HTTP/1.1 207", 12) == 0);
+    CHECK(strcasestr(r, "content-length: 999\r\n") != NULL);
 
     /* 204 and 304 carry neither a body nor a length. */
     r = roundtrip(l.port,
