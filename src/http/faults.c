@@ -68,7 +68,7 @@ static bool fault_exempt(const struct http_req *req)
            path_is(req, HTTP_FAULTS_PATH);
 }
 
-/* --- deadlines ------------------------------------------------------------ */
+/* --- deadlines ----------------------------------------------------------- */
 
 /* Reads X-Deadline-Ms at arrival; false when it is malformed. */
 static bool deadline_read(struct http_req *req)
@@ -119,8 +119,7 @@ static void run_guarded(struct http_req *req)
     http_route_run(req);
 }
 
-/* --- faults ----------------------------------------------------------------
- */
+/* --- faults -------------------------------------------------------------- */
 
 static void answer_fault(struct http_req *req, int status)
 {
@@ -176,8 +175,7 @@ void http_dispatch(struct http_req *req)
         run_guarded(req);
 }
 
-/* --- the endpoint ------------------------------------------------------------
- */
+/* --- the endpoint -------------------------------------------------------- */
 
 static json_t *fault_json(struct fault f)
 {

@@ -473,8 +473,7 @@ void http_respond_unavailable(struct http_req *req, int retry_after_s,
                          detail);
 }
 
-/* --- request headers and peer ----------------------------------------------
- */
+/* --- request headers and peer -------------------------------------------- */
 
 size_t http_req_headers(struct http_req *req, const struct http_header_kv **out)
 {
@@ -523,8 +522,7 @@ const char *http_req_peer(struct http_req *req)
     return req->peer;
 }
 
-/* --- proxied answers
- * ---------------------------------------------------------- */
+/* --- proxied answers ----------------------------------------------------- */
 
 static bool kv_name_is(const struct http_header_kv *kv, const char *name)
 {

@@ -129,7 +129,7 @@ static bool heap_push(struct http_timers *h, struct http_timer *t)
     return true;
 }
 
-/* --- waking the loop ------------------------------------------------------ */
+/* --- waking the loop ----------------------------------------------------- */
 
 /* The longest bucket not past delay_ms: 0 for 0, else 1 + floor(log2). */
 static int bucket_for(int64_t delay_ms)
@@ -177,8 +177,7 @@ static void on_wake(h2o_timeout_entry_t *entry)
     waker_arm(t);
 }
 
-/* --- the API ---------------------------------------------------------------
- */
+/* --- the API ------------------------------------------------------------- */
 
 struct http_timer *http_timer_start(struct http_server *s, int thread,
                                     int delay_ms, void (*fn)(void *arg),
@@ -226,8 +225,7 @@ void http_timer_cancel(struct http_timer *tm)
      * is gone costs one turn, re-linking on every cancel costs more. */
 }
 
-/* --- thread life ------------------------------------------------------------
- */
+/* --- thread life --------------------------------------------------------- */
 
 void http_timers_setup(struct http_thread *t)
 {

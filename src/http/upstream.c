@@ -106,8 +106,7 @@ struct http_upstream_call {
     size_t body_len, body_cap;
 };
 
-/* --- metrics ---------------------------------------------------------------
- */
+/* --- metrics ------------------------------------------------------------- */
 
 static const char *const result_names[HTTP_UPSTREAM_RESULTS] = {
     "ok", "connect", "timeout", "io", "toobig",
@@ -137,8 +136,7 @@ const char *http_upstream_result_name(enum http_upstream_result r)
     return result_names[r];
 }
 
-/* --- instances --------------------------------------------------------------
- */
+/* --- instances ----------------------------------------------------------- */
 
 static int parse_host(const char *host, int port, struct http_upstream *u)
 {
@@ -303,8 +301,7 @@ static size_t pool_idle(h2o_socketpool_t *sp)
     return n;
 }
 
-/* --- the request bytes -------------------------------------------------------
- */
+/* --- the request bytes --------------------------------------------------- */
 
 static bool name_is(const char *name, size_t len, const char *lit)
 {
@@ -399,8 +396,7 @@ static h2o_iovec_t build_request(const struct http_upstream *u,
     return h2o_iovec_init(buf, n);
 }
 
-/* --- finishing a call
- * ---------------------------------------------------------- */
+/* --- finishing a call ---------------------------------------------------- */
 
 static void call_free(struct http_upstream_call *c)
 {
@@ -524,8 +520,7 @@ static void on_call_timer(void *arg)
     }
 }
 
-/* --- h2o's callbacks
- * --------------------------------------------------------------- */
+/* --- h2o's callbacks ----------------------------------------------------- */
 
 static h2o_http1client_head_cb
 on_connect(h2o_http1client_t *client, const char *errstr, h2o_iovec_t **reqbufs,
@@ -745,8 +740,7 @@ static h2o_http1client_body_cb on_head(h2o_http1client_t *client,
     return on_body;
 }
 
-/* --- the API
- * ----------------------------------------------------------------------- */
+/* --- the API ------------------------------------------------------------- */
 
 static int clamp_ms(int ms)
 {
@@ -828,8 +822,7 @@ void http_upstream_cancel(struct http_upstream_call *c)
     call_free(c);
 }
 
-/* --- thread life
- * ---------------------------------------------------------------------- */
+/* --- thread life --------------------------------------------------------- */
 
 void http_upstream_thread_setup(struct http_thread *t)
 {

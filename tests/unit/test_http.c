@@ -17,7 +17,7 @@
 #include "harness.h"
 #include "http/internal.h"
 
-/* --- route patterns ---------------------------------------------------- */
+/* --- route patterns ------------------------------------------------------ */
 
 TEST(route_literal_and_params)
 {
@@ -69,7 +69,7 @@ TEST(route_root_has_no_segment)
     http_route_free(&r);
 }
 
-/* --- a live server ----------------------------------------------------- */
+/* --- a live server ------------------------------------------------------- */
 
 static void h_thing(struct http_req *req, void *app)
 {
@@ -194,7 +194,7 @@ static void h_proxied(struct http_req *req, void *app)
                          empty ? "" : "hello", empty ? 0 : 5);
 }
 
-/* --- timers: a deferred request answered by the last of its timers ----- */
+/* --- timers: a deferred request answered by the last of its timers ------- */
 
 struct timer_probe {
     struct http_async *async;
@@ -806,7 +806,7 @@ TEST(live_metrics_see_a_stalled_event_loop)
     CHECK_INT(live_stop(&l), ERR_OK);
 }
 
-/* --- request accessors, proxied answers, timers ------------------------ */
+/* --- request accessors, proxied answers, timers -------------------------- */
 
 TEST(live_request_headers_and_peer)
 {
@@ -891,8 +891,7 @@ TEST(live_timers_fire_once_in_order_and_cancel)
     CHECK_INT(live_stop(&l), ERR_OK);
 }
 
-/* --- deadlines and the fault switch ----------------------------------------
- */
+/* --- deadlines and the fault switch -------------------------------------- */
 
 TEST(live_deadlines)
 {

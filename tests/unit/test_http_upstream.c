@@ -20,7 +20,7 @@
 #include "http/internal.h"
 #include "http/upstream.h"
 
-/* --- a scripted upstream -------------------------------------------------- */
+/* --- a scripted upstream ------------------------------------------------- */
 
 enum fake_mode {
     FAKE_ECHO,        /* 200, the request's body (or "hello") and facts */
@@ -302,7 +302,7 @@ static int dead_port(void)
     return ntohs(a.sin_port);
 }
 
-/* --- the client side: a real server whose loop threads make the calls -- */
+/* --- the client side: a real server whose loop threads make the calls ---- */
 
 struct loops {
     struct http_server *server;
