@@ -893,6 +893,87 @@ TEST(live_timers_fire_once_in_order_and_cancel)
 
 /* --- deadlines and the fault switch -------------------------------------- */
 
+/* Many timers at random delays, half cancelled: the heap's ordering. */
+#define SWARM 2000
+
+struct swarm {
+    struct http_server *server;
+    struct http_timer *timers[SWARM];
+    int64_t due[SWARM];
+    atomic_int fired[SWARM];
+    int order[SWARM];
+    atomic_int nfired;
+    atomic_bool started;
+    bool in_order;
+};
+
+struct swarm_timer {
+    struct swarm *w;
+    int i;
+};
+
+static struct swarm_timer swarm_args[SWARM];
+
+static void swarm_fire(void *arg)
+{
+    struct swarm_timer *st = arg;
+    struct swarm *w = st->w;
+    int n = atomic_fetch_add(&w->nfired, 1);
+
+    atomic_fetch_add(&w->fired[st->i], 1);
+    w->timers[st->i] = NULL;
+    w->order[n] = st->i;
+    /* Deadlines are met in order (due[] is read just before each start,
+     * so it may be 1 ms behind the timer's own); late, never early. */
+    if (n > 0 && w->due[w->order[n - 1]] > w->due[st->i] + 1)
+        w->in_order = false;
+    if (http_loop_now_ms(w->server, 0) < w->due[st->i])
+        w->in_order = false;
+}
+
+static void swarm_start(void *thread_data, void *arg)
+{
+    struct swarm *w = arg;
+    struct rand r;
+
+    (void)thread_data;
+    rand_seed(&r, 42);
+    for (int i = 0; i < SWARM; i++) {
+        int delay = (int)rand_below(&r, 200);
+        swarm_args[i] = (struct swarm_timer){w, i};
+        w->due[i] = http_loop_now_ms(w->server, 0) + delay;
+        w->timers[i] =
+            http_timer_start(w->server, 0, delay, swarm_fire, &swarm_args[i]);
+        CHECK(w->timers[i] != NULL);
+    }
+    for (int i = 0; i < SWARM; i += 2) {
+        http_timer_cancel(w->timers[i]);
+        w->timers[i] = NULL;
+    }
+    atomic_store(&w->started, true);
+}
+
+TEST(live_timers_many_in_deadline_order)
+{
+    static struct swarm w;
+    struct live l;
+
+    memset(&w, 0, sizeof(w));
+    w.in_order = true;
+    live_start_n(&l, 1, 100, 5000);
+    w.server = l.server;
+    CHECK(http_server_post(l.server, 0, swarm_start, &w));
+    for (int i = 0; i < 300 && atomic_load(&w.nfired) < SWARM / 2; i++)
+        usleep(10 * 1000);
+    usleep(100 * 1000);
+    CHECK(atomic_load(&w.started));
+    CHECK_INT(atomic_load(&w.nfired), SWARM / 2);
+    for (int i = 0; i < SWARM; i++)
+        CHECK_INT(atomic_load(&w.fired[i]), i % 2);
+    CHECK(w.in_order);
+    CHECK_INT(live_stop(&l), ERR_OK);
+}
+
 TEST(live_deadlines)
 {
     struct live l;
@@ -1060,5 +1141,6 @@ HARNESS_MAIN(T(route_literal_and_params), T(route_bad_patterns_refused),
              T(live_metrics_see_a_stalled_event_loop),
              T(live_request_headers_and_peer),
              T(live_proxied_answer_drops_hop_by_hop),
-             T(live_timers_fire_once_in_order_and_cancel), T(live_deadlines),
+             T(live_timers_fire_once_in_order_and_cancel),
+             T(live_timers_many_in_deadline_order), T(live_deadlines),
              T(live_fault_switch))
