@@ -77,7 +77,9 @@ static const struct config_key gw_keys[] = {
      "retries in flight always allowed"},
     {"gateway.hash_factor", CONFIG_STRING, "1.25", 0, 0,
      "bounded load of hashed routes: cap of an instance over the mean, >= 1"},
-    {"gateway.max_idle", CONFIG_INT, "32", 1, HTTP_UPSTREAM_IDLE_MAX,
+    /* Fewer idle connections than concurrent calls means a new connection
+     * (and a TIME-WAIT socket) for every call past them. */
+    {"gateway.max_idle", CONFIG_INT, "64", 1, HTTP_UPSTREAM_IDLE_MAX,
      "idle keep-alive connections per instance and loop thread"},
 };
 
