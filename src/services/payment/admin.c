@@ -193,10 +193,10 @@ void pay_handle_ledger(struct http_req *req, void *app)
     int rc;
 
     if (!admin_allowed(req, p))
-        goto out_free;
+        goto out_json;
     if (t == NULL || t->conn == NULL || store_begin_read(t->conn) != ERR_OK) {
         http_respond_unavailable(req, PAY_RETRY_AFTER_S, "database error");
-        goto out_free;
+        goto out_json;
     }
     /* One read transaction: both sums see the same commits. */
     if ((rc = store_prepare(t->conn, SQL_LEDGER_CHARGES, &st)) == ERR_OK) {
@@ -219,7 +219,7 @@ void pay_handle_ledger(struct http_req *req, void *app)
     store_end_read(t->conn);
     if (rc != ERR_OK) {
         http_respond_unavailable(req, PAY_RETRY_AFTER_S, "database error");
-        goto out_free;
+        goto out_json;
     }
     if (!match)
         log_error("payment", "ledger_mismatch detail=\"refunds table and "
@@ -228,7 +228,7 @@ void pay_handle_ledger(struct http_req *req, void *app)
         req, 200,
         json_pack("{s:O, s:b}", "currencies", list, "refunds_match", match));
 
-out_free:
+out_json:
     json_decref(list);
     json_decref(by_currency);
 }

@@ -275,7 +275,12 @@ static void call(struct provider_worker *w, struct provider_job *job)
     pthread_mutex_lock(&p->lock);
 
     wait = latency_of(w, &d);
-    if (outcome == PROVIDER_TIMEOUT || wait > p->timeout_ms) {
+    if (known) {
+        /* A key the provider has charged or declined is never answered
+         * as a timeout: the caller would record "nothing charged" for
+         * money already taken. */
+        wait = wait < p->timeout_ms ? wait : p->timeout_ms;
+    } else if (outcome == PROVIDER_TIMEOUT || wait > p->timeout_ms) {
         outcome = PROVIDER_TIMEOUT;
         wait = p->timeout_ms;
     }
