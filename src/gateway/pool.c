@@ -462,7 +462,7 @@ static void check_done(void *arg, enum http_upstream_result result,
     struct gw_pool *p = i->pool;
     bool passed = result == HTTP_UPSTREAM_OK && resp != NULL &&
                   resp->status >= 200 && resp->status < 300;
-    bool was, now_up;
+    bool was, now_up, member;
 
     (void)first_byte;
     *c->prev = c->next;
@@ -475,9 +475,10 @@ static void check_done(void *arg, enum http_upstream_result result,
     gw_health_record(&i->health, &p->gw->health, gw_now_ms(), passed);
     now_up = gw_health_up(&i->health);
     i->shown_up = now_up;
+    member = i->member;
     pthread_mutex_unlock(&p->lock);
 
-    if (was != now_up && i->member) {
+    if (was != now_up && member) {
         metrics_set(i->m_up, now_up ? 1 : 0);
         log_info("gateway", "instance_%s pool=%s instance=%s",
                  now_up ? "up" : "down", p->name, i->addr);

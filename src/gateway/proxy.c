@@ -144,6 +144,26 @@ static char *arena_put(char **at, const char *s, size_t len)
     return out;
 }
 
+/*
+ * Appends one hop (or the client's list) to X-Forwarded-For.  A list too
+ * long to keep starts over from this hop: the nearest hops matter most.
+ */
+static void xff_add(struct gw_call *c, size_t *len, const char *v, size_t n)
+{
+    size_t sep = *len > 0 ? 2 : 0;
+
+    if (*len + sep + n >= sizeof(c->xff)) {
+        *len = 0;
+        sep = 0;
+        if (n >= sizeof(c->xff))
+            n = 0;
+    }
+    memcpy(c->xff + *len, ", ", sep);
+    memcpy(c->xff + *len + sep, v, n);
+    *len += sep + n;
+    c->xff[*len] = '\0';
+}
+
 /* Copies what a retry needs.  ERR_OK, ERR_NOMEM or ERR_TOOBIG. */
 static int call_copy(struct gw_call *c, struct http_req *req)
 {
@@ -153,8 +173,7 @@ static int call_copy(struct gw_call *c, struct http_req *req)
     const char *target = http_req_target(req);
     const char *query = strchr(target, '?');
     const char *body = http_req_body(req, &body_len);
-    const char *prior_xff = NULL;
-    size_t prior_len = 0;
+    size_t xff_len = 0;
     char *at;
 
     snprintf(c->method, sizeof(c->method), "%s", http_req_method(req));
@@ -175,10 +194,8 @@ static int call_copy(struct gw_call *c, struct http_req *req)
     at++;
 
     for (size_t k = 0; k < nin; k++) {
-        if (name_is(&in[k], "x-forwarded-for")) {
-            prior_xff = in[k].value;
-            prior_len = in[k].value_len;
-        }
+        if (name_is(&in[k], "x-forwarded-for"))
+            xff_add(c, &xff_len, in[k].value, in[k].value_len);
         if (header_dropped(in, nin, &in[k]))
             continue;
         if (c->nheaders == GW_HEADERS_MAX)
@@ -193,11 +210,7 @@ static int call_copy(struct gw_call *c, struct http_req *req)
     c->body_len = body_len;
 
     const char *peer = http_req_peer(req);
-    if (prior_xff != NULL && prior_len + 2 + strlen(peer) < sizeof(c->xff))
-        snprintf(c->xff, sizeof(c->xff), "%.*s, %s", (int)prior_len, prior_xff,
-                 peer);
-    else
-        snprintf(c->xff, sizeof(c->xff), "%s", peer);
+    xff_add(c, &xff_len, peer, strlen(peer));
     return ERR_OK;
 }
 
@@ -442,6 +455,7 @@ void gw_proxy(struct http_req *req, struct gateway *gw,
               const struct gw_route *r, const char *key, size_t key_len)
 {
     struct gw_call *c = calloc(1, sizeof(*c));
+    struct gw_thread *t;
     int rc;
 
     if (c == NULL) {
@@ -452,7 +466,13 @@ void gw_proxy(struct http_req *req, struct gateway *gw,
     c->route = r;
     c->pool = &gw->pools[r->pool];
     c->thread = http_req_thread_index(req);
-    c->rng = &((struct gw_thread *)http_req_thread_data(req))->rng;
+    t = http_req_thread_data(req);
+    if (t == NULL) { /* its thread_start ran out of memory */
+        free(c);
+        http_respond_unavailable(req, 1, "the gateway is out of memory");
+        return;
+    }
+    c->rng = &t->rng;
     c->has_key = key != NULL;
     c->key_hash = key != NULL ? gw_key_hash(key, key_len) : 0;
     c->deadline_ms = gw_now_ms() + r->total_timeout_ms;
