@@ -38,8 +38,6 @@ struct http_upstream_call; /* one request in progress */
 #define HTTP_UPSTREAM_TIMEOUT_MAX_MS 600000
 /* Response header fields at most (h2o's parser limit). */
 #define HTTP_UPSTREAM_HEADERS_MAX 100
-/* Longest request head (request line and headers) the client writes. */
-#define HTTP_UPSTREAM_HEAD_MAX (64u << 10)
 
 /*
  * Creates an instance for server s: host is an IPv4 or IPv6 literal
