@@ -199,6 +199,10 @@ int payment_main(int argc, char **argv)
         log_error("payment", "provider_start_failed error=%s", err_name(rc));
         goto out_store;
     }
+    log_info("payment",
+             "provider_started workers=%d queue_max=%d timeout_ms=%d "
+             "latency_ms=%d",
+             pc.workers, pc.queue_max, pc.timeout_ms, pc.dials.latency_ms);
     rc = serve(&p, &cfg);
     provider_stop(p.provider); /* NULL unless serve failed to start */
     exit_code = rc == ERR_OK ? 0 : 1;

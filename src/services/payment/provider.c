@@ -312,9 +312,12 @@ static void call(struct provider_worker *w, struct provider_job *job)
     if (rc == ERR_OK && table_get(w->conn, job))
         r->elapsed_ms = mono_ms() - start; /* the first result wins */
     pthread_mutex_lock(&p->lock);
+    /* Unrecorded means uncharged: the caller may try the same key again
+     * (503), rather than store a failure the client would have to
+     * abandon the attempt for. */
     if (rc != ERR_OK) {
         log_warn("payment", "provider_record_failed error=%s", err_name(rc));
-        r->outcome = PROVIDER_FAILED;
+        r->outcome = PROVIDER_UNAVAILABLE;
     }
 }
 

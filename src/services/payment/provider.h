@@ -50,7 +50,8 @@ enum provider_outcome {
     PROVIDER_DECLINED,
     PROVIDER_FAILED,      /* the provider answered with an error */
     PROVIDER_TIMEOUT,     /* no answer within timeout_ms */
-    PROVIDER_UNAVAILABLE, /* outage, or shutting down: never called */
+    PROVIDER_UNAVAILABLE, /* outage, shutting down, or the provider could
+                           * not record the charge: nothing charged */
 };
 
 struct provider_result {
