@@ -202,6 +202,7 @@ void http_timers_free(struct http_thread *t);
 /* upstream.c */
 void http_upstream_thread_setup(struct http_thread *t);
 void http_upstream_thread_stop(struct http_thread *t);
+void http_upstream_server_free(struct http_server *s);
 
 /* faults.c: the fault switch, deadlines, and the dispatch they guard */
 void http_dispatch(struct http_req *req);

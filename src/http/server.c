@@ -925,6 +925,8 @@ void http_server_free(struct http_server *s)
         return;
     for (size_t i = 0; i < s->nroutes; i++)
         http_route_free(&s->routes[i]);
+    if (s->threads != NULL)
+        http_upstream_server_free(s);
     for (int i = 0; s->threads != NULL && i < s->nthreads; i++) {
         if (!s->threads[i].started) {
             while (s->threads[i].early_tasks != NULL) {

@@ -875,3 +875,27 @@ void http_upstream_thread_stop(struct http_thread *t)
     h2o_timeout_dispose(t->ctx.loop, &ut->io_timeout);
     ut->ready = false;
 }
+
+/*
+ * The server is freed: threads that never ran never opened a pool, and
+ * nothing will close theirs, so they are closed here (posted closing
+ * tasks never run; the server frees them).
+ */
+void http_upstream_server_free(struct http_server *s)
+{
+    pthread_mutex_lock(&s->upstreams_lock);
+    for (int i = 0; i < s->nthreads; i++) {
+        if (s->threads[i].started)
+            continue;
+        h2o_linklist_t *l = s->upstreams.next;
+        while (l != &s->upstreams) {
+            struct http_upstream *u =
+                H2O_STRUCT_FROM_MEMBER(struct http_upstream, link, l);
+            l = l->next;
+            assert(!u->pools[i].ready);
+            if (pool_close(&u->pools[i]))
+                upstream_destroy(u, true);
+        }
+    }
+    pthread_mutex_unlock(&s->upstreams_lock);
+}

@@ -485,6 +485,27 @@ TEST(create_validates)
     loops_stop(&l);
 }
 
+TEST(instance_of_a_server_that_never_ran_is_freed)
+{
+    struct http_server_config cfg = {
+        .name = "never-ran",
+        .host = "127.0.0.1",
+        .threads = 2,
+        .max_connections = 10,
+        .max_body_bytes = 1024,
+        .max_header_bytes = 4096,
+        .request_timeout_ms = 1000,
+    };
+    struct http_server *s;
+    struct http_upstream *u;
+
+    /* LeakSanitizer tells whether the instance was freed. */
+    CHECK_INT(http_server_create(&cfg, NULL, 0, &s), ERR_OK);
+    CHECK_INT(http_upstream_create(s, "127.0.0.1", 9, 2, &u), ERR_OK);
+    http_upstream_release(u);
+    http_server_free(s);
+}
+
 TEST(get_and_post_round_trip)
 {
     struct fake *f = fake_start(FAKE_ECHO);
@@ -866,8 +887,9 @@ TEST(calls_are_counted_by_result)
     free(text);
 }
 
-HARNESS_MAIN(T(create_validates), T(get_and_post_round_trip),
-             T(keep_alive_reuses_one_connection),
+HARNESS_MAIN(T(create_validates),
+             T(instance_of_a_server_that_never_ran_is_freed),
+             T(get_and_post_round_trip), T(keep_alive_reuses_one_connection),
              T(idle_connections_are_bounded),
              T(reused_connection_closed_by_peer_is_retried_once),
              T(ipv6_round_trip_and_retry), T(head_answer_has_no_body),
