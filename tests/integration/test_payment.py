@@ -11,7 +11,7 @@ is readable, that each attempt was charged at most once, and that the
 ledger adds up.
 """
 
-import json
+import sqlite3
 import threading
 import time
 import unittest
@@ -495,6 +495,44 @@ class PaymentDurabilityTest(PaymentCase):
             self.assertEqual(self.ledger(svc)["INR"]["net"],
                              body["amount"] - 100)
             self.assertEqual(svc.stop(), 0)
+        finally:
+            svc.close()
+
+    def test_provider_remembers_an_attempt_the_service_lost(self):
+        """The database as a crash between the provider's record and the
+        service's commit leaves it: the provider has the charge, the
+        service has neither the charge nor the answer.  The repeated
+        attempt must be recognised by the provider, not charged again."""
+        svc = Service("payment", flags=FLAGS)
+        try:
+            body, idem = charge_body(), key()
+            _, first = self.charge(body, idem, 201, svc=svc)
+            self.assertEqual(svc.stop(), 0)
+            with sqlite3.connect(svc.db_path) as db:
+                [(provider_id,)] = db.execute(
+                    "SELECT provider_charge_id FROM charges WHERE id = ?",
+                    (first["id"],)).fetchall()
+                db.execute("DELETE FROM charges WHERE id = ?", (first["id"],))
+                db.execute("DELETE FROM idempotency WHERE key = ?", (idem,))
+            svc.start()
+
+            # Repeats of the same attempt, while the provider is dialled to
+            # decline everything new: the first result stands.
+            self.dials(svc, decline_rate=1.0)
+            got, again = self.charge(body, idem, 201, svc=svc)
+            self.assertNotIn("idempotent-replayed", got)
+            self.assertEqual(self.by_reference(body["reference"], svc=svc),
+                             [again])
+            self.assertEqual(svc.stop(), 0)
+            with sqlite3.connect(svc.db_path) as db:
+                rows = db.execute(
+                    "SELECT provider_charge_id FROM charges WHERE "
+                    "reference = ?", (body["reference"],)).fetchall()
+                calls = db.execute(
+                    "SELECT count(*) FROM provider_charges WHERE key = ?",
+                    (f"charge:{idem}",)).fetchone()[0]
+            self.assertEqual(rows, [(provider_id,)])
+            self.assertEqual(calls, 1)
         finally:
             svc.close()
 
