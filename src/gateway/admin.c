@@ -169,16 +169,20 @@ void gw_registry_tick(struct gateway *gw, int64_t now_ms)
 
     rc = gw_file_read(gw->registry_path, GW_FILE_MAX, &text, &len);
     if (rc != ERR_OK) {
-        log_warn("gateway", "registry_unreadable path=%s error=%s",
-                 gw->registry_path, err_name(rc));
+        log_warn("gateway", "registry_unreadable path=\"%s\" error=%s",
+                 gw_log_text(gw->registry_path, err, sizeof(err)),
+                 err_name(rc));
         return;
     }
     rc = gw_registry_parse(text, len, gw->registry_path, registry_apply, gw,
                            err, sizeof(err));
     free(text);
     if (rc != ERR_OK) {
-        log_warn("gateway", "registry_ignored reason=\"%s\"", err);
+        char why[GW_ERR_MAX];
+        log_warn("gateway", "registry_ignored reason=\"%s\"",
+                 gw_log_text(err, why, sizeof(why)));
         return;
     }
-    log_info("gateway", "registry_loaded path=%s", gw->registry_path);
+    log_info("gateway", "registry_loaded path=\"%s\"",
+             gw_log_text(gw->registry_path, err, sizeof(err)));
 }

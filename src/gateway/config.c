@@ -74,6 +74,20 @@ out_close:
     return rc;
 }
 
+const char *gw_log_text(const char *text, char *out, size_t cap)
+{
+    size_t n = 0;
+
+    for (; *text != '\0' && n + 1 < cap; text++) {
+        unsigned char c = (unsigned char)*text;
+        out[n++] = c == '"' || c == '\\'  ? '\''
+                   : c < ' ' || c == 0x7f ? '?'
+                                          : (char)c;
+    }
+    out[n] = '\0';
+    return out;
+}
+
 /* --- addresses ----------------------------------------------------------- */
 
 int gw_addr_parse(const char *addr, char *host, size_t cap, int *port)

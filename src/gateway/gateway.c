@@ -256,8 +256,9 @@ static int read_keys(struct gateway *gw, const struct config *cfg)
 static void static_dir_resolve(struct gateway *gw, const char *dir)
 {
     if (realpath(dir, gw->static_dir) == NULL) {
-        log_warn("gateway", "static_dir_missing path=%s error=\"%s\"", dir,
-                 strerror(errno));
+        char text[GW_ERR_MAX];
+        log_warn("gateway", "static_dir_missing path=\"%s\" error=\"%s\"",
+                 gw_log_text(dir, text, sizeof(text)), strerror(errno));
         gw->static_dir[0] = '\0';
     }
 }
@@ -343,7 +344,9 @@ int gateway_main(int argc, char **argv)
     rc = gw_spec_load(config_str(&cfg, "gateway.routes"), gw->spec, err,
                       sizeof(err));
     if (rc != ERR_OK) {
-        log_error("gateway", "routes_invalid reason=\"%s\"", err);
+        char why[GW_ERR_MAX];
+        log_error("gateway", "routes_invalid reason=\"%s\"",
+                  gw_log_text(err, why, sizeof(why)));
         goto out_gateway;
     }
     static_dir_resolve(gw, config_str(&cfg, "gateway.static_dir"));
@@ -360,9 +363,9 @@ int gateway_main(int argc, char **argv)
         goto out_gateway;
     if (pools_start(gw) != ERR_OK)
         goto out_pools;
-    log_info("gateway", "started pools=%zu routes=%zu registry=%s", gw->npools,
-             gw->spec->nroutes,
-             gw->registry_path[0] != '\0' ? gw->registry_path : "none");
+    log_info("gateway", "started pools=%zu routes=%zu registry=\"%s\"",
+             gw->npools, gw->spec->nroutes,
+             gw_log_text(gw->registry_path, err, sizeof(err)));
 
     rc = http_server_run(gw->server);
     exit_code = rc == ERR_OK ? 0 : 1;

@@ -247,6 +247,12 @@ int gw_registry_parse(const char *text, size_t len, const char *name,
                                     const struct gw_addrs *addrs),
                       void *arg, char *err, size_t cap);
 
+/*
+ * Copies text into out (cap bytes) fit for a quoted log value: '"' and
+ * '\\' become '\'', control characters '?'; cut to fit.  Returns out.
+ */
+const char *gw_log_text(const char *text, char *out, size_t cap);
+
 /* Reads a whole small file (at most max bytes) into a malloc'd buffer. */
 int gw_file_read(const char *path, size_t max, char **text, size_t *len);
 

@@ -322,8 +322,11 @@ out_fresh:
 
 /* --- the request path ----------------------------------------------------- */
 
-/* Logs and counts breaker transitions.  Under the lock. */
-static void breaker_watch(struct gw_pool *p, int64_t now_ms)
+/*
+ * Counts breaker transitions; under the lock.  Returns the new state for
+ * breaker_log() to report once the lock is released, or -1.
+ */
+static int breaker_watch(struct gw_pool *p, int64_t now_ms)
 {
     enum gw_breaker_state s = gw_breaker_state(&p->breaker, now_ms);
     uint64_t opens = p->breaker.opened_total;
@@ -333,16 +336,24 @@ static void breaker_watch(struct gw_pool *p, int64_t now_ms)
         p->shown_opens = opens;
     }
     if (s == p->shown_state)
-        return;
-    log_info("gateway", "breaker_%s pool=%s",
-             s == GW_BREAKER_OPEN     ? "opened"
-             : s == GW_BREAKER_CLOSED ? "closed"
-                                      : "half_open",
-             p->name);
+        return -1;
     p->shown_state = s;
     metrics_set(p->m_breaker_state, s == GW_BREAKER_CLOSED ? 0
                                     : s == GW_BREAKER_OPEN ? 1
                                                            : 2);
+    return (int)s;
+}
+
+/* Logs what breaker_watch() saw, outside the lock. */
+static void breaker_log(const struct gw_pool *p, int change)
+{
+    if (change < 0)
+        return;
+    log_info("gateway", "breaker_%s pool=%s",
+             change == GW_BREAKER_OPEN     ? "opened"
+             : change == GW_BREAKER_CLOSED ? "closed"
+                                           : "half_open",
+             p->name);
 }
 
 static int choose(struct gw_pool *p, int64_t now_ms, bool has_key,
@@ -366,7 +377,7 @@ enum gw_pick_result gw_pool_pick(struct gw_pool *p, int64_t now_ms,
     struct gw_lb_host hosts[GW_INSTANCES_MAX];
     bool exclude[GW_INSTANCES_MAX] = {false};
     enum gw_pick_result res = GW_PICK_OK;
-    int k = -1;
+    int k = -1, change = -1;
 
     pthread_mutex_lock(&p->lock);
     hosts_of(p, now_ms, hosts);
@@ -386,16 +397,17 @@ enum gw_pick_result gw_pool_pick(struct gw_pool *p, int64_t now_ms,
     }
     if (!gw_breaker_allow(&p->breaker, now_ms, ticket, retry_after_ms)) {
         res = GW_PICK_OPEN;
-        breaker_watch(p, now_ms);
+        change = breaker_watch(p, now_ms);
         goto out_unlock;
     }
-    breaker_watch(p, now_ms);
+    change = breaker_watch(p, now_ms);
     *out = p->inst[k];
     (*out)->in_flight++;
     gw_instance_retain(*out);
 
 out_unlock:
     pthread_mutex_unlock(&p->lock);
+    breaker_log(p, change);
     if (res == GW_PICK_OPEN)
         metrics_inc(p->m_rejected_open);
     else if (res == GW_PICK_NONE)
@@ -419,13 +431,14 @@ void gw_pool_done(struct gw_pool *p, struct gw_instance *inst,
                   bool outlier_failed, int64_t duration_ms)
 {
     bool ejected = false;
+    int change;
 
     pthread_mutex_lock(&p->lock);
     inst->in_flight--;
     inst->requests++;
     inst->failures += breaker_failed;
     gw_breaker_record(&p->breaker, ticket, now_ms, breaker_failed, duration_ms);
-    breaker_watch(p, now_ms);
+    change = breaker_watch(p, now_ms);
     /* A removed instance's outcome no longer says anything of the pool. */
     if (inst->member) {
         bool was = gw_outlier_ejected(&inst->outlier, now_ms);
@@ -441,6 +454,7 @@ void gw_pool_done(struct gw_pool *p, struct gw_instance *inst,
     }
     pthread_mutex_unlock(&p->lock);
 
+    breaker_log(p, change);
     metrics_inc(inst->m_outcome[outcome]);
     metrics_observe(inst->m_duration, (double)duration_ms / 1000.0);
     if (ejected) {
@@ -532,6 +546,7 @@ void gw_pool_tick(struct gw_pool *p, int64_t now_ms)
     struct gw_instance *due[GW_INSTANCES_MAX];
     struct gw_instance *back[GW_INSTANCES_MAX];
     size_t ndue = 0, nback = 0;
+    int change;
 
     pthread_mutex_lock(&p->lock);
     for (size_t k = 0; k < p->n; k++) {
@@ -547,9 +562,10 @@ void gw_pool_tick(struct gw_pool *p, int64_t now_ms)
             back[nback++] = i;
         }
     }
-    breaker_watch(p, now_ms);
+    change = breaker_watch(p, now_ms);
     pthread_mutex_unlock(&p->lock);
 
+    breaker_log(p, change);
     for (size_t k = 0; k < nback; k++)
         log_info("gateway", "instance_readmitted pool=%s instance=%s", p->name,
                  back[k]->addr);
@@ -577,10 +593,11 @@ json_t *gw_pool_json(struct gw_pool *p, int64_t now_ms)
     json_t *list = json_array();
     json_t *out;
     enum gw_breaker_state s;
+    int change;
 
     pthread_mutex_lock(&p->lock);
     s = gw_breaker_state(&p->breaker, now_ms);
-    breaker_watch(p, now_ms);
+    change = breaker_watch(p, now_ms);
     for (size_t k = 0; k < p->n; k++) {
         struct gw_instance *i = p->inst[k];
         double w = gw_health_weight(&i->health, &p->gw->health, now_ms);
@@ -602,5 +619,6 @@ json_t *gw_pool_json(struct gw_pool *p, int64_t now_ms)
                     (json_int_t)p->breaker.opened_total, "rejected_total",
                     (json_int_t)p->breaker.rejected_total, "instances", list);
     pthread_mutex_unlock(&p->lock);
+    breaker_log(p, change);
     return out;
 }

@@ -133,15 +133,16 @@ void gw_static_serve(struct http_req *req, const struct gateway *gw)
     }
     rc = resolve(gw->static_dir, path, real);
     if (rc == ERR_DENIED)
-        log_warn("gateway", "static_outside_dir path=%s", path);
+        log_warn("gateway", "static_outside_dir path=\"%s\"",
+                 gw_log_text(path, real, sizeof(real)));
     if (rc != ERR_OK) {
         not_found(req);
         return;
     }
     rc = gw_file_read(real, GW_STATIC_FILE_MAX, &body, &len);
     if (rc == ERR_TOOBIG)
-        log_warn("gateway", "static_too_large path=%s max=%u", path,
-                 GW_STATIC_FILE_MAX);
+        log_warn("gateway", "static_too_large path=\"%s\" max=%u",
+                 gw_log_text(path, real, sizeof(real)), GW_STATIC_FILE_MAX);
     if (rc != ERR_OK) {
         not_found(req);
         return;

@@ -17,13 +17,16 @@ import json
 import os
 import signal
 import socketserver
+import subprocess
 import tempfile
 import threading
 import time
 import unittest
 import uuid
 
-from support import ApiSchema, HOST, Service, repo_path
+from support import ApiSchema, HOST, Service, free_port, marquee_bin, \
+    repo_path
+from test_logs import LINE_RE, log_lines
 
 DEMO = repo_path("data", "demo", "catalog.json")
 TOKEN = "gateway-test-token"
@@ -189,6 +192,10 @@ class GatewayTest(unittest.TestCase):
         if self.gw is not None:
             try:
                 self.gw.stop()
+                # The gateway's own lines (h2o writes a few of its own).
+                for line in log_lines(self.gw):
+                    if " gateway: " in line:
+                        self.assertRegex(line, LINE_RE)
             finally:
                 self.gw.close()
 
@@ -320,6 +327,24 @@ class GatewayTest(unittest.TestCase):
         self.assertEqual(plain[0], 200)
         self.assertGreater(int(plain[2]["x-deadline-ms"]), 8000)
         self.assertLessEqual(int(plain[2]["x-deadline-ms"]), 10000)
+
+    def test_bad_routes_file_stops_the_start(self):
+        bad = routes_doc([addr(self.b1)], [addr(self.catalog)])
+        bad["routes"][1]["pool"] = "bookin"
+        fd, path = tempfile.mkstemp(prefix="gw-routes-", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(bad, f)
+        try:
+            proc = subprocess.run(
+                [marquee_bin(), "gateway", f"--http.port={free_port()}",
+                 f"--gateway.routes={path}"],
+                capture_output=True, text=True, timeout=20)
+        finally:
+            os.unlink(path)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("routes[1].pool: unknown pool 'bookin'", proc.stderr)
+        for line in proc.stderr.splitlines():
+            self.assertRegex(line, LINE_RE)
 
     # ------------------------------------------------------------ admin
 
