@@ -148,7 +148,6 @@ static bool table_get(struct store_conn *c, struct provider_job *job)
     if (store_step(st) == STORE_ROW) {
         struct provider_result *r = &job->result;
         found = true;
-        r->repeated = true;
         if (store_col_int(st, 0) != job->amount ||
             strcmp(store_col_text(st, 1), job->currency) != 0) {
             r->outcome = PROVIDER_FAILED;
@@ -311,7 +310,6 @@ static void call(struct provider_worker *w, struct provider_job *job)
     int rc = store_write_sync(p->store, table_put_apply, job);
     if (rc == ERR_OK && table_get(w->conn, job))
         r->elapsed_ms = mono_ms() - start; /* the first result wins */
-    pthread_mutex_lock(&p->lock);
     /* Unrecorded means uncharged: the caller may try the same key again
      * (503), rather than store a failure the client would have to
      * abandon the attempt for. */
@@ -319,6 +317,7 @@ static void call(struct provider_worker *w, struct provider_job *job)
         log_warn("payment", "provider_record_failed error=%s", err_name(rc));
         r->outcome = PROVIDER_UNAVAILABLE;
     }
+    pthread_mutex_lock(&p->lock);
 }
 
 static void *worker_main(void *arg)

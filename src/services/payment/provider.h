@@ -58,8 +58,7 @@ struct provider_result {
     enum provider_outcome outcome;
     char provider_id[PROVIDER_ID_LEN];    /* succeeded and declined */
     char decline_code[PROVIDER_CODE_MAX]; /* declined */
-    bool repeated;      /* the key was known: this is the first result */
-    int64_t elapsed_ms; /* time the call took */
+    int64_t elapsed_ms;                   /* time the call took */
 };
 
 /*
