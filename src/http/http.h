@@ -388,8 +388,9 @@ struct http_timer;
  * Must be called on that thread (thread_start included).  Returns the
  * handle, valid until fn returns or the timer is cancelled, or NULL (fn
  * never runs) when out of memory, past HTTP_TIMERS_MAX, or once the
- * thread is shutting down.  Timers still pending when their thread stops
- * never run; they are freed with the server.
+ * thread has finished its shutdown drain (timers work during the drain).
+ * Timers still pending when their thread stops never run; they are freed
+ * with the server.
  */
 #define HTTP_TIMER_DELAY_MAX_MS (7 * 86400000)
 struct http_timer *http_timer_start(struct http_server *s, int thread,

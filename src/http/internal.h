@@ -196,6 +196,7 @@ void http_route_run(struct http_req *req);
 /* timer.c */
 int64_t http_mono_ms(void);
 void http_timers_setup(struct http_thread *t);
+void http_timers_refuse(struct http_thread *t);
 void http_timers_stop(struct http_thread *t);
 void http_timers_free(struct http_thread *t);
 

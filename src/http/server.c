@@ -567,8 +567,10 @@ static void run_loop(struct http_thread *t)
     t->tasks_closed = true;
     pthread_mutex_unlock(&t->task_lock);
     h2o_evloop_run(loop, 0); /* tasks queued just before the close */
-    /* Upstream calls end (their callers learn it) before timers close,
-     * so that nothing they start can outlive the loop. */
+    /* Upstream calls still in flight end, and their callers learn it;
+     * what those callers would start (a timer, another call) is refused,
+     * so nothing is left waiting on a loop that no longer runs. */
+    http_timers_refuse(t);
     http_upstream_thread_stop(t);
     http_timers_stop(t);
     close_remaining_conns(t);

@@ -238,6 +238,12 @@ void http_timers_setup(struct http_thread *t)
     h->ready = true;
 }
 
+/* New timers are refused from now on; those pending may still run. */
+void http_timers_refuse(struct http_thread *t)
+{
+    t->timers.closed = true;
+}
+
 /* Pending timers stay in the heap, so that a late cancel still finds them;
  * they never run. */
 void http_timers_stop(struct http_thread *t)

@@ -127,7 +127,8 @@ typedef void (*http_upstream_done_fn)(void *arg,
  *
  * Returns the call, valid until done starts or the call is cancelled, or
  * NULL (and done is never called) only when out of memory or once the
- * thread is shutting down.  The call keeps a reference to u.
+ * thread has finished its shutdown drain; calls still in flight then end
+ * with HTTP_UPSTREAM_IO.  The call keeps a reference to u.
  */
 struct http_upstream_call *
 http_upstream_send(struct http_upstream *u, int thread,

@@ -353,6 +353,9 @@ struct job {
     size_t max_bytes;
     bool cancel;  /* cancel at once, after sending */
     bool refused; /* send returned NULL */
+    /* In done, try a timer and another call (both refused at stop). */
+    struct http_server *probe;
+    bool probe_timer_refused, probe_send_refused;
 
     atomic_int done; /* times done ran */
     enum http_upstream_result result;
@@ -363,6 +366,11 @@ struct job {
     char headers[1024]; /* "name=value;" ... */
     int64_t sent_ms, done_ms;
 };
+
+static void probe_noop(void *arg)
+{
+    (void)arg;
+}
 
 static void job_done(void *arg, enum http_upstream_result result,
                      const struct http_upstream_response *resp, bool first_byte)
@@ -384,6 +392,19 @@ static void job_done(void *arg, enum http_upstream_result result,
                 j->headers + n, sizeof(j->headers) - n, "%.*s=%.*s;",
                 (int)resp->headers[i].name_len, resp->headers[i].name,
                 (int)resp->headers[i].value_len, resp->headers[i].value);
+    }
+    if (j->probe != NULL) {
+        struct http_upstream_request rq = {
+            .method = "GET",
+            .target = "/again",
+            .connect_timeout_ms = 100,
+            .first_byte_timeout_ms = 100,
+            .total_timeout_ms = 100,
+        };
+        j->probe_timer_refused =
+            http_timer_start(j->probe, j->thread, 0, probe_noop, NULL) == NULL;
+        j->probe_send_refused =
+            http_upstream_send(j->u, j->thread, &rq, job_done, NULL) == NULL;
     }
     atomic_fetch_add(&j->done, 1);
 }
@@ -858,6 +879,7 @@ TEST(release_during_call_and_stop_ends_calls)
     job_init(&j, u, 1, "GET", "/forever");
     j.first_byte_ms = 60000;
     j.total_ms = 60000;
+    j.probe = l.server;
     CHECK(http_server_post(l.server, 1, job_send, &j));
     usleep(100 * 1000);
     /* The call holds its own reference. */
@@ -868,6 +890,9 @@ TEST(release_during_call_and_stop_ends_calls)
     loops_stop(&l);
     CHECK_INT(atomic_load(&j.done), 1);
     CHECK_INT(j.result, HTTP_UPSTREAM_IO);
+    /* What its caller tries then is refused, not left hanging. */
+    CHECK(j.probe_timer_refused);
+    CHECK(j.probe_send_refused);
     fake_stop(f);
 }
 
