@@ -162,10 +162,8 @@ int gw_addrs_from_json(const json_t *arr, const char *where,
         const char *s = json_string_value(v);
 
         if (s == NULL || gw_addr_parse(s, host, sizeof(host), &port) != 0) {
-            fail(err, cap,
-                 "%s[%zu]: expected \"ip:port\" (an IP literal, "
-                 "port 1-65535)",
-                 where, i);
+            fail(err, cap, "%s[%zu]: expected \"ip:port\", port 1-65535", where,
+                 i);
             return ERR_INVALID;
         }
         for (size_t j = 0; j < out->n; j++) {
@@ -240,10 +238,8 @@ static int parse_pool(const char *file, const char *name, const json_t *v,
     if (bal != NULL) {
         const char *b = json_string_value(bal);
         if (b == NULL || (strcmp(b, "p2c") != 0 && strcmp(b, "hash") != 0))
-            return fail(err, cap,
-                        "%s: %s.balance: expected \"p2c\" or "
-                        "\"hash\"",
-                        file, where);
+            return fail(err, cap, "%s: %s.balance: expected p2c or hash", file,
+                        where);
         out->hash = strcmp(b, "hash") == 0;
     }
 
@@ -327,44 +323,91 @@ static int parse_path(const char *file, const char *where, const json_t *obj,
     char why[128];
 
     if ((pat == NULL) == (pre == NULL))
-        return fail(err, cap,
-                    "%s: %s: give exactly one of \"pattern\" and "
-                    "\"prefix\"",
-                    file, where);
+        return fail(err, cap, "%s: %s: give one of pattern and prefix", file,
+                    where);
     if (s == NULL || s[0] != '/' || strlen(s) >= GW_ROUTE_TEXT_MAX)
-        return fail(err, cap,
-                    "%s: %s.%s: expected a path starting with '/', "
-                    "shorter than %d bytes",
+        return fail(err, cap, "%s: %s.%s: expected a path, /..., < %d bytes",
                     file, where, key, GW_ROUTE_TEXT_MAX);
     for (const char *c = s; *c != '\0'; c++) {
         if ((unsigned char)*c <= ' ' || *c == '?' || *c == '#' || *c == 0x7f)
-            return fail(err, cap,
-                        "%s: %s.%s: no spaces, control characters, "
-                        "'?' or '#' in a path",
-                        file, where, key);
+            return fail(err, cap, "%s: %s.%s: %s", file, where, key,
+                        "no space, control character, '?' or '#' in a path");
     }
     if (strstr(s, "/..") != NULL || strstr(s, "//") != NULL)
-        return fail(err, cap,
-                    "%s: %s.%s: \"..\" and empty segments are not "
-                    "allowed",
-                    file, where, key);
+        return fail(err, cap, "%s: %s.%s: no \"..\" or empty segment", file,
+                    where, key);
     if (reserved_path(s))
-        return fail(err, cap,
-                    "%s: %s.%s: /internal/ and /admin/ paths may "
-                    "not be routed",
-                    file, where, key);
+        return fail(err, cap, "%s: %s.%s: %s", file, where, key,
+                    "/internal/ and /admin/ paths may not be routed");
     snprintf(r->text, sizeof(r->text), "%s", s);
     r->prefix = pre != NULL;
     if (r->prefix) {
         if (strchr(s, '{') != NULL || strchr(s, '}') != NULL)
-            return fail(err, cap,
-                        "%s: %s.prefix: a prefix has no "
-                        "parameters",
+            return fail(err, cap, "%s: %s.prefix: a prefix has no {param}",
                         file, where);
         return ERR_OK;
     }
     if (compile_pattern(r, why, sizeof(why)) != ERR_OK)
         return fail(err, cap, "%s: %s.pattern: %s", file, where, why);
+    return ERR_OK;
+}
+
+/* hash_param: a {parameter} of the pattern, on a pool balanced by hash. */
+static int parse_hash_param(const char *file, const char *where,
+                            const json_t *obj, const struct gw_spec *spec,
+                            struct gw_route *r, char *err, size_t cap)
+{
+    const json_t *hp = json_object_get(obj, "hash_param");
+    const char *name = json_string_value(hp);
+    size_t nlen = name != NULL ? strlen(name) : 0;
+
+    if (hp == NULL)
+        return ERR_OK;
+    if (name == NULL || r->prefix)
+        return fail(err, cap, "%s: %s.hash_param: %s", file, where,
+                    "expected the name of a {parameter} of the pattern");
+    for (size_t i = 0; i < r->nsegs && r->hash_seg < 0; i++)
+        if (r->seg_param[i] && r->seg_len[i] == nlen + 2 &&
+            memcmp(r->text + r->seg_off[i] + 1, name, nlen) == 0)
+            r->hash_seg = (int)i;
+    if (r->hash_seg < 0)
+        return fail(err, cap, "%s: %s.hash_param: the pattern has no {%s}",
+                    file, where, name);
+    if (!spec->pools[r->pool].hash)
+        return fail(err, cap,
+                    "%s: %s.hash_param: pool \"%s\" does not balance by hash",
+                    file, where, spec->pools[r->pool].name);
+    return ERR_OK;
+}
+
+static int parse_timeouts(const char *file, const char *where,
+                          const json_t *obj, struct gw_route *r, char *err,
+                          size_t cap)
+{
+    int rc;
+
+    rc = parse_timeout(file, where, obj, "connect_timeout_ms",
+                       GW_CONNECT_TIMEOUT_MS, &r->connect_timeout_ms, err, cap);
+    if (rc == ERR_OK)
+        rc = parse_timeout(file, where, obj, "first_byte_timeout_ms",
+                           GW_FIRST_BYTE_TIMEOUT_MS, &r->first_byte_timeout_ms,
+                           err, cap);
+    if (rc == ERR_OK)
+        rc = parse_timeout(file, where, obj, "total_timeout_ms",
+                           GW_TOTAL_TIMEOUT_MS, &r->total_timeout_ms, err, cap);
+    if (rc != ERR_OK)
+        return rc;
+    /* A default never passes a total the file set lower. */
+    if (json_object_get(obj, "connect_timeout_ms") == NULL &&
+        r->connect_timeout_ms > r->total_timeout_ms)
+        r->connect_timeout_ms = r->total_timeout_ms;
+    if (json_object_get(obj, "first_byte_timeout_ms") == NULL &&
+        r->first_byte_timeout_ms > r->total_timeout_ms)
+        r->first_byte_timeout_ms = r->total_timeout_ms;
+    if (r->connect_timeout_ms > r->total_timeout_ms ||
+        r->first_byte_timeout_ms > r->total_timeout_ms)
+        return fail(err, cap, "%s: %s: %s", file, where,
+                    "no timeout may pass total_timeout_ms");
     return ERR_OK;
 }
 
@@ -402,60 +445,13 @@ static int parse_route(const char *file, size_t index, const json_t *obj,
         if (strcmp(spec->pools[r->pool].name, pool) == 0)
             break;
     if (r->pool == spec->npools)
-        return fail(err, cap, "%s: %s.pool: unknown pool \"%s\"", file, where,
+        return fail(err, cap, "%s: %s.pool: unknown pool '%s'", file, where,
                     pool);
 
-    const json_t *hp = json_object_get(obj, "hash_param");
-    if (hp != NULL) {
-        const char *name = json_string_value(hp);
-        size_t nlen = name != NULL ? strlen(name) : 0;
-
-        if (name == NULL || r->prefix)
-            return fail(err, cap,
-                        "%s: %s.hash_param: expected the name of "
-                        "a {parameter} of the pattern",
-                        file, where);
-        for (size_t i = 0; i < r->nsegs && r->hash_seg < 0; i++)
-            if (r->seg_param[i] && r->seg_len[i] == nlen + 2 &&
-                memcmp(r->text + r->seg_off[i] + 1, name, nlen) == 0)
-                r->hash_seg = (int)i;
-        if (r->hash_seg < 0)
-            return fail(err, cap,
-                        "%s: %s.hash_param: the pattern has no "
-                        "{%s}",
-                        file, where, name);
-        if (!spec->pools[r->pool].hash)
-            return fail(err, cap,
-                        "%s: %s.hash_param: pool \"%s\" does not "
-                        "balance by \"hash\"",
-                        file, where, pool);
-    }
-
-    rc = parse_timeout(file, where, obj, "connect_timeout_ms",
-                       GW_CONNECT_TIMEOUT_MS, &r->connect_timeout_ms, err, cap);
+    rc = parse_hash_param(file, where, obj, spec, r, err, cap);
     if (rc == ERR_OK)
-        rc = parse_timeout(file, where, obj, "first_byte_timeout_ms",
-                           GW_FIRST_BYTE_TIMEOUT_MS, &r->first_byte_timeout_ms,
-                           err, cap);
-    if (rc == ERR_OK)
-        rc = parse_timeout(file, where, obj, "total_timeout_ms",
-                           GW_TOTAL_TIMEOUT_MS, &r->total_timeout_ms, err, cap);
-    if (rc != ERR_OK)
-        return rc;
-    /* A default never passes a total the file set lower. */
-    if (json_object_get(obj, "connect_timeout_ms") == NULL &&
-        r->connect_timeout_ms > r->total_timeout_ms)
-        r->connect_timeout_ms = r->total_timeout_ms;
-    if (json_object_get(obj, "first_byte_timeout_ms") == NULL &&
-        r->first_byte_timeout_ms > r->total_timeout_ms)
-        r->first_byte_timeout_ms = r->total_timeout_ms;
-    if (r->connect_timeout_ms > r->total_timeout_ms ||
-        r->first_byte_timeout_ms > r->total_timeout_ms)
-        return fail(err, cap,
-                    "%s: %s: connect_timeout_ms and "
-                    "first_byte_timeout_ms may not pass total_timeout_ms",
-                    file, where);
-    return ERR_OK;
+        rc = parse_timeouts(file, where, obj, r, err, cap);
+    return rc;
 }
 
 static int parse_spec(const json_t *root, const char *file,
@@ -475,10 +471,7 @@ static int parse_spec(const json_t *root, const char *file,
 
     pools = json_object_get(root, "pools");
     if (!json_is_object(pools) || json_object_size(pools) == 0)
-        return fail(err, cap,
-                    "%s: pools: required, an object naming at "
-                    "least one pool",
-                    file);
+        return fail(err, cap, "%s: pools: required, at least one pool", file);
     if (json_object_size(pools) > GW_POOLS_MAX)
         return fail(err, cap, "%s: pools: at most %d pools", file,
                     GW_POOLS_MAX);
@@ -492,10 +485,7 @@ static int parse_spec(const json_t *root, const char *file,
 
     routes = json_object_get(root, "routes");
     if (!json_is_array(routes) || json_array_size(routes) == 0)
-        return fail(err, cap,
-                    "%s: routes: required, a list of at least one "
-                    "route",
-                    file);
+        return fail(err, cap, "%s: routes: required, at least one route", file);
     if (json_array_size(routes) > GW_ROUTES_MAX)
         return fail(err, cap, "%s: routes: at most %d routes", file,
                     GW_ROUTES_MAX);

@@ -133,6 +133,9 @@ struct gateway;
 
 struct gw_pool {
     pthread_mutex_t lock;
+    /* Held through a whole membership change (gw_pool_set), which makes
+     * upstreams outside `lock`: one change at a time. */
+    pthread_mutex_t set_lock;
     struct gateway *gw;
     char name[GW_POOL_NAME_MAX];
     bool hash;

@@ -129,8 +129,7 @@ static int instance_new(struct gw_pool *p, const char *addr, bool start_up,
                               &i->up);
     if (rc != ERR_OK) {
         log_error("gateway",
-                  "upstream_create_failed pool=%s instance=%s "
-                  "error=%s",
+                  "upstream_create_failed pool=%s instance=%s error=%s",
                   p->name, addr, err_name(rc));
         free(i);
         return rc;
@@ -170,6 +169,7 @@ int gw_pool_init(struct gw_pool *p, struct gateway *gw,
         rand_seed(&p->rng, (uint64_t)gw_now_ms());
     pool_metrics(p);
     pthread_mutex_init(&p->lock, NULL);
+    pthread_mutex_init(&p->set_lock, NULL);
     return ERR_OK;
 }
 
@@ -184,6 +184,7 @@ void gw_pool_free(struct gw_pool *p)
         gw_ring_free(&p->ring);
     p->ring_built = false;
     pthread_mutex_destroy(&p->lock);
+    pthread_mutex_destroy(&p->set_lock);
 }
 
 struct gw_pool *gw_pool_find(struct gateway *gw, const char *name)
@@ -244,58 +245,28 @@ static bool addrs_have(const struct gw_addrs *a, const char *addr)
     return false;
 }
 
-int gw_pool_set(struct gw_pool *p, const struct gw_addrs *addrs, bool start_up)
+/*
+ * Makes an instance for each address that is not a member yet.  Outside
+ * the pool lock (creating an upstream allocates and takes the server's
+ * lock), under set_lock, so the members cannot change meanwhile.
+ */
+static int fresh_make(struct gw_pool *p, const struct gw_addrs *addrs,
+                      bool start_up, int64_t now_ms, struct gw_instance **fresh)
 {
-    struct gw_instance *next[GW_INSTANCES_MAX] = {0};
-    struct gw_instance *fresh[GW_INSTANCES_MAX] = {0};
-    struct gw_instance *gone[GW_INSTANCES_MAX];
-    bool added[GW_INSTANCES_MAX] = {false};
-    size_t nfresh = 0, ngone = 0;
-    int64_t now = gw_now_ms();
     int rc = ERR_OK;
 
-    /* Upstreams are made outside the lock: creating one may allocate and
-     * talk to the loop threads.  An address is looked up again below. */
-    pthread_mutex_lock(&p->lock);
-    bool need[GW_INSTANCES_MAX];
-    for (size_t k = 0; k < addrs->n; k++)
-        need[k] = member_named(p, addrs->addr[k]) == NULL;
-    pthread_mutex_unlock(&p->lock);
     for (size_t k = 0; k < addrs->n && rc == ERR_OK; k++)
-        if (need[k])
-            rc = instance_new(p, addrs->addr[k], start_up, now, &fresh[k]);
-    if (rc != ERR_OK)
-        goto out_fresh;
+        if (member_named(p, addrs->addr[k]) == NULL)
+            rc = instance_new(p, addrs->addr[k], start_up, now_ms, &fresh[k]);
+    return rc;
+}
 
-    pthread_mutex_lock(&p->lock);
-    for (size_t k = 0; k < addrs->n; k++) {
-        struct gw_instance *old = member_named(p, addrs->addr[k]);
-        next[k] = old != NULL ? old : fresh[k];
-        if (old == NULL && fresh[k] == NULL) {
-            /* Another change removed it meanwhile; keep the list whole. */
-            rc = ERR_AGAIN;
-            break;
-        }
-        if (next[k] == fresh[k]) {
-            fresh[k] = NULL;
-            added[k] = true;
-            nfresh++;
-        }
-    }
-    if (rc != ERR_OK) {
-        pthread_mutex_unlock(&p->lock);
-        goto out_fresh;
-    }
-    for (size_t k = 0; k < p->n; k++) {
-        if (!addrs_have(addrs, p->inst[k]->addr)) {
-            p->inst[k]->member = false;
-            gone[ngone++] = p->inst[k];
-        }
-    }
-    memcpy(p->inst, next, addrs->n * sizeof(next[0]));
-    p->n = addrs->n;
-    ring_rebuild(p, now);
-    pthread_mutex_unlock(&p->lock);
+/* Logs a change once the lock is released; drops the removed ones. */
+static void change_report(struct gw_pool *p, const struct gw_addrs *addrs,
+                          const bool *added, struct gw_instance **gone,
+                          size_t ngone, bool start_up)
+{
+    size_t nadded = 0;
 
     for (size_t k = 0; k < ngone; k++) {
         metrics_set(gone[k]->m_up, 0);
@@ -303,18 +274,53 @@ int gw_pool_set(struct gw_pool *p, const struct gw_addrs *addrs, bool start_up)
                  gone[k]->addr);
         gw_instance_release(gone[k]);
     }
-    for (size_t k = 0; k < addrs->n; k++)
+    for (size_t k = 0; k < addrs->n; k++) {
+        nadded += added[k];
         if (added[k] && !start_up)
             log_info("gateway", "instance_added pool=%s instance=%s", p->name,
                      addrs->addr[k]);
-    if (nfresh > 0 || ngone > 0)
+    }
+    if (nadded > 0 || ngone > 0)
         log_info("gateway",
-                 "pool_changed pool=%s instances=%zu added=%zu "
-                 "removed=%zu",
-                 p->name, addrs->n, nfresh, ngone);
-    rc = ERR_OK;
+                 "pool_changed pool=%s size=%zu added=%zu removed=%zu", p->name,
+                 addrs->n, nadded, ngone);
+}
 
-out_fresh:
+int gw_pool_set(struct gw_pool *p, const struct gw_addrs *addrs, bool start_up)
+{
+    struct gw_instance *fresh[GW_INSTANCES_MAX] = {0};
+    struct gw_instance *gone[GW_INSTANCES_MAX];
+    bool added[GW_INSTANCES_MAX] = {false};
+    size_t ngone = 0;
+    int64_t now = gw_now_ms();
+    int rc;
+
+    pthread_mutex_lock(&p->set_lock);
+    rc = fresh_make(p, addrs, start_up, now, fresh);
+    if (rc != ERR_OK)
+        goto out_unlock;
+
+    pthread_mutex_lock(&p->lock);
+    for (size_t k = 0; k < p->n; k++) {
+        if (!addrs_have(addrs, p->inst[k]->addr)) {
+            p->inst[k]->member = false;
+            gone[ngone++] = p->inst[k];
+        }
+    }
+    struct gw_instance *next[GW_INSTANCES_MAX];
+    for (size_t k = 0; k < addrs->n; k++) {
+        next[k] = fresh[k] != NULL ? fresh[k] : member_named(p, addrs->addr[k]);
+        added[k] = fresh[k] != NULL;
+        fresh[k] = NULL; /* the pool's reference now */
+    }
+    memcpy(p->inst, next, addrs->n * sizeof(next[0]));
+    p->n = addrs->n;
+    ring_rebuild(p, now);
+    pthread_mutex_unlock(&p->lock);
+    change_report(p, addrs, added, gone, ngone, start_up);
+
+out_unlock:
+    pthread_mutex_unlock(&p->set_lock);
     for (size_t k = 0; k < addrs->n; k++)
         gw_instance_release(fresh[k]);
     return rc;
