@@ -536,6 +536,36 @@ class PaymentDurabilityTest(PaymentCase):
         finally:
             svc.close()
 
+    def test_attempt_repeated_after_its_answer_expired(self):
+        """A stored answer is kept 24 hours, the provider's record and the
+        charge for ever: an attempt repeated later gets its charge back,
+        not a second row for the same provider charge."""
+        svc = Service("payment", flags=FLAGS)
+        try:
+            body, idem = charge_body(), key()
+            _, first = self.charge(body, idem, 201, svc=svc)
+            declined, didem = charge_body(token="tok_decline"), key()
+            _, refusal = self.charge(declined, didem, 402, svc=svc)
+            self.assertEqual(svc.stop(), 0)
+            with sqlite3.connect(svc.db_path) as db:
+                db.execute("DELETE FROM idempotency")
+            svc.start()
+
+            got, again = self.charge(body, idem, 201, svc=svc)
+            self.assertNotIn("idempotent-replayed", got)
+            self.assertEqual(again, first)
+            _, again = self.charge(declined, didem, 402, "card-declined",
+                                   svc=svc)
+            self.assertEqual(again["charge_id"], refusal["charge_id"])
+            for b in (body, declined):
+                self.assertEqual(
+                    len(self.by_reference(b["reference"], svc=svc)), 1)
+            self.assertEqual(self.ledger(svc)["INR"]["charged"],
+                             body["amount"])
+            self.assertEqual(svc.stop(), 0)
+        finally:
+            svc.close()
+
     def test_kill_during_a_burst(self):
         """SIGKILL while charges are in every stage; after a restart every
         201 is readable, a retry of every attempt charges it at most once,

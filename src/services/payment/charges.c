@@ -232,6 +232,74 @@ static void defer(struct http_req *req, struct pay_op *op)
 
 /* --- POST /v1/charges --------------------------------------------------- */
 
+/*
+ * Turns the provider's result into the op's answer.  `known` is the
+ * charge already stored for the same provider key, if any: then the
+ * answer is that charge's, so one provider charge never has two rows.
+ */
+static void charge_outcome(struct pay_op *op, const struct charge_row *known)
+{
+    const struct provider_result *r = &op->job.result;
+    enum provider_outcome outcome = r->outcome;
+    const char *decline_code = r->decline_code;
+    struct charge_row row = {0};
+
+    if (known != NULL) {
+        row = *known;
+        snprintf(op->id, sizeof(op->id), "%s", known->id);
+        op->now_ms = known->created_at;
+        outcome = strcmp(known->status, "succeeded") == 0 ? PROVIDER_SUCCEEDED
+                                                          : PROVIDER_DECLINED;
+        decline_code = known->decline_code;
+    } else {
+        snprintf(row.id, sizeof(row.id), "%s", op->id);
+        snprintf(row.status, sizeof(row.status), "succeeded");
+        row.amount = op->amount;
+        snprintf(row.currency, sizeof(row.currency), "%s", op->currency);
+        snprintf(row.reference, sizeof(row.reference), "%s", op->reference);
+        snprintf(row.customer, sizeof(row.customer), "%s", op->customer);
+        row.created_at = op->now_ms;
+    }
+    json_decref(op->ext);
+    op->ext = NULL;
+    free(op->response);
+    op->response = NULL;
+
+    switch (outcome) {
+    case PROVIDER_SUCCEEDED:
+        op->status = 201;
+        op->response = json_text(charge_json(&row));
+        if (op->response == NULL)
+            pay_op_fail(op, 503, "unavailable", "Service unavailable",
+                        "out of memory");
+        break;
+    case PROVIDER_DECLINED:
+        pay_op_fail(op, 402, "card-declined", "Card declined",
+                    "the card was declined (%s); ask for another card and "
+                    "charge it with a new Idempotency-Key",
+                    decline_code);
+        op->ext = json_pack("{s:s, s:s}", "charge_id", op->id, "decline_code",
+                            decline_code);
+        break;
+    case PROVIDER_FAILED:
+        pay_op_fail(op, 502, "provider-error", "Provider error",
+                    "the card provider failed; nothing was charged");
+        op->ext = json_pack("{s:s}", "charge_id", op->id);
+        break;
+    case PROVIDER_TIMEOUT:
+        pay_op_fail(op, 504, "provider-timeout", "Provider timeout",
+                    "the card provider did not answer in time; nothing was "
+                    "charged");
+        op->ext = json_pack("{s:s}", "charge_id", op->id);
+        break;
+    case PROVIDER_UNAVAILABLE:
+        pay_op_fail(op, 503, "provider-unavailable", "Provider unavailable",
+                    "the card provider cannot be reached; nothing was "
+                    "charged");
+        break;
+    }
+}
+
 static const char SQL_CHARGE_INSERT[] =
     "INSERT INTO charges (id, status, amount, currency, reference, "
     "customer_id, provider_key, provider_charge_id, decline_code, failure, "
@@ -245,14 +313,44 @@ static void bind_text_or_null(struct store_stmt *st, int idx, const char *v)
         store_bind_null(st, idx);
 }
 
-static int charge_apply(struct store_conn *c, void *arg)
+static const char SQL_CHARGE_OF_KEY[] =
+    "SELECT id, status, amount, currency, reference, customer_id, refunded, "
+    "coalesce(decline_code, ''), coalesce(failure, ''), created_at "
+    "FROM charges WHERE provider_key = ? AND status IN ('succeeded', "
+    "'declined')";
+
+/*
+ * The charge stored for op's provider key: ERR_OK and *found set, or an
+ * error.  A provider key outlives the key's stored answer (24 hours), so
+ * an attempt repeated later finds its charge here rather than writing a
+ * second row for one provider charge.
+ */
+static int charge_of_key(struct store_conn *c, const struct pay_op *op,
+                         struct charge_row *row, bool *found)
 {
-    struct pay_op *op = arg;
+    struct store_stmt *st;
+    int rc = store_prepare(c, SQL_CHARGE_OF_KEY, &st);
+
+    *found = false;
+    if (rc != ERR_OK)
+        return rc;
+    store_bind_text(st, 1, op->job.key);
+    rc = store_step(st);
+    if (rc == STORE_ROW) {
+        charge_from(st, row);
+        *found = true;
+    }
+    store_reset(st);
+    return rc < 0 ? rc : ERR_OK;
+}
+
+/* Writes the charges row of op's attempt. */
+static int charge_insert(struct store_conn *c, const struct pay_op *op)
+{
     const struct provider_result *r = &op->job.result;
     const char *status = op->status == 201   ? "succeeded"
                          : op->status == 402 ? "declined"
                                              : "failed";
-    char *problem = NULL;
     struct store_stmt *st;
     int rc = store_prepare(c, SQL_CHARGE_INSERT, &st);
 
@@ -274,9 +372,29 @@ static int charge_apply(struct store_conn *c, void *arg)
     store_bind_int(st, 11, op->now_ms);
     rc = store_step(st);
     store_reset(st);
-    if (rc < 0)
+    return rc < 0 ? rc : ERR_OK;
+}
+
+/* The writer's job: the attempt's row (or its earlier one) and answer. */
+static int charge_apply(struct store_conn *c, void *arg)
+{
+    struct pay_op *op = arg;
+    struct charge_row known;
+    bool found = false;
+    char *problem = NULL;
+    int rc = ERR_OK;
+
+    if (op->status == 201 || op->status == 402)
+        rc = charge_of_key(c, op, &known, &found);
+    if (rc == ERR_OK && found)
+        charge_outcome(op, &known);
+    else if (rc == ERR_OK)
+        rc = charge_insert(c, op);
+    if (rc != ERR_OK)
         return rc;
 
+    if (op->status == 503)
+        return ERR_NOMEM; /* charge_outcome ran out of memory */
     if (op->status >= 400 && (problem = pay_op_problem_text(op)) == NULL)
         return ERR_NOMEM;
     rc = pay_idem_store(c, op, op->status,
@@ -309,54 +427,6 @@ static void charge_written(void *arg, int rc)
     pay_op_finish(op);
 }
 
-/* Turns the provider's result into the op's answer. */
-static void charge_outcome(struct pay_op *op)
-{
-    const struct provider_result *r = &op->job.result;
-    struct charge_row row = {0};
-
-    switch (r->outcome) {
-    case PROVIDER_SUCCEEDED:
-        op->status = 201;
-        snprintf(row.id, sizeof(row.id), "%s", op->id);
-        snprintf(row.status, sizeof(row.status), "succeeded");
-        row.amount = op->amount;
-        snprintf(row.currency, sizeof(row.currency), "%s", op->currency);
-        snprintf(row.reference, sizeof(row.reference), "%s", op->reference);
-        snprintf(row.customer, sizeof(row.customer), "%s", op->customer);
-        row.created_at = op->now_ms;
-        op->response = json_text(charge_json(&row));
-        if (op->response == NULL)
-            pay_op_fail(op, 503, "unavailable", "Service unavailable",
-                        "out of memory");
-        break;
-    case PROVIDER_DECLINED:
-        pay_op_fail(op, 402, "card-declined", "Card declined",
-                    "the card was declined (%s); ask for another card and "
-                    "charge it with a new Idempotency-Key",
-                    r->decline_code);
-        op->ext = json_pack("{s:s, s:s}", "charge_id", op->id, "decline_code",
-                            r->decline_code);
-        break;
-    case PROVIDER_FAILED:
-        pay_op_fail(op, 502, "provider-error", "Provider error",
-                    "the card provider failed; nothing was charged");
-        op->ext = json_pack("{s:s}", "charge_id", op->id);
-        break;
-    case PROVIDER_TIMEOUT:
-        pay_op_fail(op, 504, "provider-timeout", "Provider timeout",
-                    "the card provider did not answer in time; nothing was "
-                    "charged");
-        op->ext = json_pack("{s:s}", "charge_id", op->id);
-        break;
-    case PROVIDER_UNAVAILABLE:
-        pay_op_fail(op, 503, "provider-unavailable", "Provider unavailable",
-                    "the card provider cannot be reached; nothing was "
-                    "charged");
-        break;
-    }
-}
-
 /* On a provider worker (or the thread stopping the provider). */
 static void charge_called(struct provider_job *job)
 {
@@ -365,7 +435,7 @@ static void charge_called(struct provider_job *job)
     int rc;
 
     op->now_ms = clock_wall_ms(op->p->clock);
-    charge_outcome(op);
+    charge_outcome(op, NULL);
     if (op->status == 503) {
         pay_op_finish(op); /* not stored: the same key may try again */
         return;

@@ -52,6 +52,11 @@ const struct store_migration payment_migrations[] = {
      "  provider_charge_id TEXT NOT NULL,"
      "  decline_code TEXT,"
      "  created_at INTEGER NOT NULL) WITHOUT ROWID;"},
+    /* One row per provider charge: a key's attempt repeated after its
+     * stored answer expired finds its charge instead of adding one. */
+    {2, "charge_per_provider_key",
+     "CREATE UNIQUE INDEX charges_provider_key ON charges (provider_key)"
+     "  WHERE status IN ('succeeded', 'declined');"},
 };
 
 const size_t payment_nmigrations =
