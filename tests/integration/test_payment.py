@@ -164,7 +164,7 @@ class PaymentApiTest(PaymentCase):
         first = {}
 
         def send():
-            first["answer"] = self.svc.json(
+            first["answer"] = self.svc.request(
                 "POST", "/v1/charges", body, {"Idempotency-Key": idem})
 
         sender = threading.Thread(target=send)
@@ -172,8 +172,9 @@ class PaymentApiTest(PaymentCase):
         time.sleep(0.25)
         self.charge(body, idem, 409, "idempotency-key-in-flight")
         sender.join(WAIT_S)
-        status, _, charge = first["answer"]
-        self.assertEqual(status, 201, charge)
+        status, got, raw = first["answer"]
+        self.assertEqual(status, 201, raw)
+        charge = api().check("POST", "/v1/charges", status, got, raw)
         got, again = self.charge(body, idem, 201)
         self.assertEqual(got.get("idempotent-replayed"), "true")
         self.assertEqual(again["id"], charge["id"])
@@ -458,8 +459,11 @@ class PaymentDurabilityTest(PaymentCase):
             answers = []
 
             def send():
-                answers.append(svc.json("POST", "/v1/charges", charge_body(),
-                                        {"Idempotency-Key": key()}))
+                status, got, raw = svc.request(
+                    "POST", "/v1/charges", charge_body(),
+                    {"Idempotency-Key": key()})
+                body = api().check("POST", "/v1/charges", status, got, raw)
+                answers.append((status, got, body))
 
             senders = [threading.Thread(target=send) for _ in range(4)]
             for s in senders:
