@@ -320,6 +320,30 @@ static void on_backoff(void *arg)
     attempt(arg);
 }
 
+/*
+ * Takes a slot of the pool's retry budget and sends the call again after
+ * a backoff.  false when the budget is spent: the caller answers.
+ */
+static bool retry_start(struct gw_call *c)
+{
+    int64_t delay;
+
+    if (!gw_retry_budget_retry_begin(&c->pool->budget)) {
+        metrics_inc(c->pool->m_budget_exhausted);
+        return false;
+    }
+    c->in_retry = true;
+    c->inst = NULL;
+    metrics_inc(c->pool->m_retries);
+    delay = gw_retry_backoff_ms(c->attempts, GW_RETRY_BACKOFF_BASE_MS,
+                                GW_RETRY_BACKOFF_CAP_MS, c->rng);
+    /* Without a timer (out of memory) the retry goes at once. */
+    if (http_timer_start(c->gw->server, c->thread, (int)delay, on_backoff, c) ==
+        NULL)
+        attempt(c);
+    return true;
+}
+
 static void on_done(void *arg, enum http_upstream_result result,
                     const struct http_upstream_response *resp, bool first_byte)
 {
@@ -342,24 +366,9 @@ static void on_done(void *arg, enum http_upstream_result result,
         c->in_retry = false;
     }
 
-    if (should_retry(c, result, status, first_byte)) {
-        if (gw_retry_budget_retry_begin(&c->pool->budget)) {
-            int64_t delay;
-
-            c->in_retry = true;
-            c->inst = NULL;
-            gw_instance_release(inst);
-            metrics_inc(c->pool->m_retries);
-            delay = gw_retry_backoff_ms(c->attempts, GW_RETRY_BACKOFF_BASE_MS,
-                                        GW_RETRY_BACKOFF_CAP_MS, c->rng);
-            if (http_timer_start(c->gw->server, c->thread, (int)delay,
-                                 on_backoff, c) != NULL)
-                return;
-            /* No timer (out of memory): retry at once. */
-            attempt(c);
-            return;
-        }
-        metrics_inc(c->pool->m_budget_exhausted);
+    if (should_retry(c, result, status, first_byte) && retry_start(c)) {
+        gw_instance_release(inst);
+        return;
     }
 
     switch (result) {
