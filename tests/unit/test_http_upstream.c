@@ -737,6 +737,47 @@ TEST(connect_refused)
     loops_stop(&l);
 }
 
+TEST(connect_that_hangs_fails_within_its_timeout)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    socklen_t len = sizeof(a);
+    int lfd = socket(AF_INET, SOCK_STREAM, 0), fill[3];
+    struct loops l;
+    struct http_upstream *u;
+    struct job j;
+
+    /* A listener whose accept queue is full drops new SYNs, so a
+     * connect to it neither succeeds nor fails. */
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    CHECK(bind(lfd, (struct sockaddr *)&a, sizeof(a)) == 0);
+    CHECK(listen(lfd, 0) == 0);
+    getsockname(lfd, (struct sockaddr *)&a, &len);
+    for (int i = 0; i < 3; i++) {
+        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        connect(fill[i], (struct sockaddr *)&a, sizeof(a));
+    }
+    usleep(50 * 1000);
+
+    loops_start(&l, 1);
+    CHECK_INT(
+        http_upstream_create(l.server, "127.0.0.1", ntohs(a.sin_port), 4, &u),
+        ERR_OK);
+    job_init(&j, u, 0, "POST", "/nowhere");
+    j.body = "x";
+    j.connect_ms = 200;
+    j.total_ms = 5000;
+    run_job(&l, &j);
+    CHECK_INT(j.result, HTTP_UPSTREAM_CONNECT);
+    CHECK(!j.first_byte);
+    CHECK(j.done_ms - j.sent_ms >= 200);
+    CHECK(j.done_ms - j.sent_ms < 3000);
+    http_upstream_release(u);
+    loops_stop(&l);
+    for (int i = 0; i < 3; i++)
+        close(fill[i]);
+    close(lfd);
+}
+
 TEST(silent_upstream_times_out_before_first_byte)
 {
     struct fake *f = fake_start(FAKE_SILENT);
@@ -906,7 +947,7 @@ TEST(calls_are_counted_by_result)
     CHECK(strstr(text, "marquee_http_upstream_calls_total{result=\"ok\"} ") !=
           NULL);
     CHECK(strstr(text, "marquee_http_upstream_calls_total{result=\"connect\"} "
-                       "1\n") != NULL);
+                       "2\n") != NULL);
     CHECK(strstr(text, "marquee_http_upstream_calls_total{result=\"toobig\"} "
                        "2\n") != NULL);
     free(text);
@@ -918,7 +959,8 @@ HARNESS_MAIN(T(create_validates),
              T(idle_connections_are_bounded),
              T(reused_connection_closed_by_peer_is_retried_once),
              T(ipv6_round_trip_and_retry), T(head_answer_has_no_body),
-             T(connect_refused), T(silent_upstream_times_out_before_first_byte),
+             T(connect_refused), T(connect_that_hangs_fails_within_its_timeout),
+             T(silent_upstream_times_out_before_first_byte),
              T(answer_over_the_limit_is_toobig),
              T(cancelled_call_never_reports),
              T(many_concurrent_calls_on_two_threads),
