@@ -159,7 +159,7 @@ class PaymentApiTest(PaymentCase):
         self.assertEqual(len(self.by_reference(body["reference"])), 1)
 
     def test_same_key_in_flight_is_refused(self):
-        self.dials(latency_ms=700)
+        self.dials(latency_ms=1000)
         body, idem = charge_body(), key()
         first = {}
 
@@ -454,7 +454,7 @@ class PaymentDurabilityTest(PaymentCase):
     def test_full_queue_is_refused(self):
         flags = dict(FLAGS, **{"payment.workers": "1",
                                "payment.queue_max": "1",
-                               "payment.provider.latency_ms": "600"})
+                               "payment.provider.latency_ms": "1200"})
         with Service("payment", flags=flags) as svc:
             answers = []
 
