@@ -15,6 +15,7 @@ that served them (gateway.debug_headers adds X-Upstream).
 import http.server
 import json
 import os
+import shutil
 import signal
 import socketserver
 import subprocess
@@ -286,6 +287,43 @@ class GatewayTest(unittest.TestCase):
             status, _, body = gw.json("GET", path)
             self.assertEqual(status, 404, path)
             self.assertEqual(body["type"], "/problems/not-found")
+
+    def test_static_folder_is_a_jail(self):
+        web = tempfile.mkdtemp(prefix="gw-web-")
+        try:
+            with open(os.path.join(web, "style.css"), "w") as f:
+                f.write("body { margin: 0 }\n")
+            os.makedirs(os.path.join(web, "docs"))
+            with open(os.path.join(web, "docs", "index.html"), "w") as f:
+                f.write("<p>docs</p>\n")
+            os.symlink("/etc/hostname", os.path.join(web, "leak.txt"))
+            gw = self.gateway(routes_doc([addr(self.b1)],
+                                         [addr(self.catalog)]),
+                              flags={"gateway.static_dir": web})
+            status, got, body = gw.request("GET", "/style.css")
+            self.assertEqual((status, body), (200, b"body { margin: 0 }\n"))
+            self.assertTrue(got["content-type"].startswith("text/css"))
+            self.assertEqual(got["cache-control"], "public, max-age=300")
+            status, got, body = gw.request("GET", "/docs/")
+            self.assertEqual((status, body), (200, b"<p>docs</p>\n"))
+            # A link out of the folder, and a folder without index.html.
+            for path in ("/leak.txt", "/", "/docs"):
+                status, _, body = gw.json("GET", path)
+                self.assertEqual(status, 404, path)
+        finally:
+            shutil.rmtree(web)
+
+    def test_answer_over_the_limit_is_502(self):
+        gw = self.gateway(routes_doc([addr(self.b1)], [addr(self.catalog)]),
+                          flags={"gateway.max_response_bytes": "1024"})
+        direct = self.b1.request("GET", "/v1/shows/5/seats")
+        self.assertGreater(len(direct[2]), 1024)
+        status, _, body = gw.json("GET", "/v1/shows/5/seats")
+        self.assertEqual(status, 502, body)
+        self.assertEqual(body["type"], "/problems/bad-gateway")
+        # The service is not to blame: its breaker saw no failure.
+        pool = gw.pools()["booking"]
+        self.assertEqual(pool["instances"][0]["failures_total"], 0)
 
     def test_forwarded_headers_and_hop_by_hop(self):
         echo = EchoServer((HOST, 0), EchoHandler)
