@@ -22,7 +22,8 @@ from support import ApiSchema, Service
 TOKEN = "payment-test-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 MAX_BODY_BYTES = 4096
-# Fast and steady by default; tests that need a slow provider dial it.
+# Fast and steady by default; tests that need a slow provider dial it,
+# below payment.provider_timeout_ms unless they want a timeout.
 DIALS = {"latency_ms": 5, "jitter_ms": 0, "failure_rate": 0.0,
          "decline_rate": 0.0, "timeout_rate": 0.0, "outage": False}
 FLAGS = {"payment.admin_token": TOKEN,
@@ -159,7 +160,7 @@ class PaymentApiTest(PaymentCase):
         self.assertEqual(len(self.by_reference(body["reference"])), 1)
 
     def test_same_key_in_flight_is_refused(self):
-        self.dials(latency_ms=1000)
+        self.dials(latency_ms=700)
         body, idem = charge_body(), key()
         first = {}
 
@@ -454,7 +455,7 @@ class PaymentDurabilityTest(PaymentCase):
     def test_full_queue_is_refused(self):
         flags = dict(FLAGS, **{"payment.workers": "1",
                                "payment.queue_max": "1",
-                               "payment.provider.latency_ms": "1200"})
+                               "payment.provider.latency_ms": "750"})
         with Service("payment", flags=flags) as svc:
             answers = []
 
