@@ -235,6 +235,33 @@ static void answer_proxied(struct http_req *req, struct gw_call *c)
     http_respond_proxied(req, r->status, hs, n, r->body, r->body_len);
 }
 
+/*
+ * The problem document of a failed call, written without the HTTP layer's
+ * warning per 5xx: during an outage every request fails the same way, and
+ * the gateway reports that once, as a change of state, and in counters.
+ */
+static void problem_quiet(struct http_req *req, const struct gw_call *c)
+{
+    char type[64], *text;
+    json_t *doc;
+
+    snprintf(type, sizeof(type), "/problems/%s", c->slug);
+    doc = json_pack("{s:s, s:s, s:i, s:s, s:s, s:s}", "type", type, "title",
+                    c->title, "status", c->status, "detail", c->detail,
+                    "instance", http_req_path(req), "request_id",
+                    http_req_id(req));
+    text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    if (text == NULL) {
+        http_respond_problem(req, c->status, c->slug, c->title, "%s",
+                             c->detail);
+        return;
+    }
+    http_respond_bytes(req, c->status, "application/problem+json", text,
+                       strlen(text));
+    free(text);
+}
+
 static void answer(struct http_req *req, void *arg)
 {
     struct gw_call *c = arg;
@@ -250,7 +277,7 @@ static void answer(struct http_req *req, void *arg)
         snprintf(v, sizeof(v), "%d", c->retry_after_s);
         http_set_header(req, "Retry-After", v);
     }
-    http_respond_problem(req, c->status, c->slug, c->title, "%s", c->detail);
+    problem_quiet(req, c);
 }
 
 /* Answers and frees the call. */
