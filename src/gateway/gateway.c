@@ -108,8 +108,9 @@ static void gw_handle(struct http_req *req, void *app)
     const char *key;
     size_t key_len;
 
-    /* Service-to-service routes never leave the private network. */
-    if (path_under(path, "/internal/")) {
+    /* Service-to-service routes never leave the private network, and
+     * /admin/ is the gateway's own, whatever a "/" prefix route says. */
+    if (path_under(path, "/internal/") || path_under(path, "/admin/")) {
         http_respond_problem(req, 404, "not-found", "Not found",
                              "no route for %s", path);
         return;
@@ -119,8 +120,7 @@ static void gw_handle(struct http_req *req, void *app)
         gw_proxy(req, gw, r, key, key_len);
         return;
     }
-    if (strcmp(http_req_method(req), "GET") == 0 && !path_under(path, "/v1/") &&
-        !path_under(path, "/admin/")) {
+    if (strcmp(http_req_method(req), "GET") == 0 && !path_under(path, "/v1/")) {
         gw_static_serve(req, gw);
         return;
     }

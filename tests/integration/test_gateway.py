@@ -265,6 +265,17 @@ class GatewayTest(unittest.TestCase):
             self.assertEqual(status, 404, (method, path))
             self.assertEqual(body["type"], "/problems/not-found")
 
+    def test_catch_all_route_cannot_reach_private_paths(self):
+        gw = self.gateway({"pools": {"catalog": {"instances": [
+            addr(self.catalog)]}},
+            "routes": [{"prefix": "/", "pool": "catalog"}]})
+        self.assertEqual(gw.served_by("/v1/cities"),
+                         (200, addr(self.catalog)))
+        for path in ("/internal/v1/faults", "/admin/pools/x", "/admin"):
+            status, got, _ = gw.request("GET", path)
+            self.assertEqual(status, 404, path)
+            self.assertNotIn("x-upstream", got, path)
+
     def test_static_pages(self):
         gw = self.gateway(routes_doc([addr(self.b1)], [addr(self.catalog)]))
         status, got, body = gw.request("GET", "/")
