@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
-# Runs the catalog (with demo data) and the booking service, in the
-# foreground, for a person to try.  `make run` builds the release binary
-# first.  The databases live in var/ of the repository; delete them to start
-# again from the demo data.  Ctrl-C stops both, gracefully.
+# Runs the gateway in front of the catalog (with demo data) and the booking
+# service, and the payment service beside them, in the foreground, for a
+# person to try.  `make run` builds the release binary first.  The databases
+# live in var/ of the repository; delete them to start again from the demo
+# data.  Ctrl-C stops them all, gracefully.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bin=build/release/marquee
 host=127.0.0.1
+gateway_port=8080
 catalog_port=8081
 booking_port=8082
+payment_port=8083
+gateway=http://$host:$gateway_port
 catalog=http://$host:$catalog_port
 booking=http://$host:$booking_port
+payment=http://$host:$payment_port
 token=demo-admin-token
 
 if [[ ! -x $bin ]]; then
@@ -38,8 +43,16 @@ pids+=($!)
 "$bin" booking --http.host="$host" --http.port="$booking_port" \
     --booking.catalog_url="$catalog" --store.path=var/booking.db &
 pids+=($!)
+"$bin" payment --http.host="$host" --http.port="$payment_port" \
+    --payment.admin_token="$token" --store.path=var/payment.db &
+pids+=($!)
+# The gateway's default routes file sends to the ports above.
+"$bin" gateway --http.host="$host" --http.port="$gateway_port" \
+    --gateway.routes=deploy/gateway/routes.json --gateway.static_dir=web \
+    --gateway.admin_token="$token" &
+pids+=($!)
 
-for url in "$catalog" "$booking"; do
+for url in "$catalog" "$booking" "$payment" "$gateway"; do
     for _ in $(seq 1 100); do
         curl -sf "$url/readyz" >/dev/null 2>&1 && break
         sleep 0.1
@@ -49,15 +62,18 @@ done
 cat <<INFO
 
 Marquee, with demo data (Ctrl-C stops it):
+  gateway  $gateway   the public door: $gateway/ in a browser
   catalog  $catalog   (admin routes take -H 'Authorization: Bearer $token')
   booking  $booking
-Try:
-  curl -s $catalog/v1/shows/1
-  curl -s $booking/v1/shows/27/seats
+  payment  $payment   (called by services, not routed by the gateway)
+Try, through the gateway:
+  curl -s $gateway/v1/shows/1
+  curl -s $gateway/v1/shows/27/seats
   curl -s -H 'X-Customer-Id: me' -H 'Content-Type: application/json' \\
-       -d '{"seats":["A1","A2"]}' $booking/v1/shows/27/holds
-Metrics (Prometheus text format): $catalog/metrics  $booking/metrics
-Databases: var/catalog.db, var/booking.db (delete them to start again)
+       -d '{"seats":["A1","A2"]}' $gateway/v1/shows/27/holds
+  curl -s -H 'Authorization: Bearer $token' $gateway/admin/pools
+Metrics (Prometheus text format): GET /metrics on every port above
+Databases: var/catalog.db, var/booking.db, var/payment.db (delete them to start again)
 
 INFO
 wait "${pids[@]}"

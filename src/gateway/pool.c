@@ -78,7 +78,7 @@ static void pool_metrics(struct gw_pool *p)
     struct metrics_family *f;
 
     f = family(METRICS_GAUGE, "marquee_gateway_breaker_state",
-               "Circuit breaker of a pool: 0 closed, 1 open, 2 half-open", 1,
+               "Circuit breaker of a pool: 0 closed, 1 half-open, 2 open", 1,
                pl);
     p->m_breaker_state = metrics_series(f, v);
     f = family(METRICS_COUNTER, "marquee_gateway_breaker_opens_total",
@@ -344,9 +344,10 @@ static int breaker_watch(struct gw_pool *p, int64_t now_ms)
     if (s == p->shown_state)
         return -1;
     p->shown_state = s;
-    metrics_set(p->m_breaker_state, s == GW_BREAKER_CLOSED ? 0
-                                    : s == GW_BREAKER_OPEN ? 1
-                                                           : 2);
+    /* Rising with severity, so alert rules can compare with >=. */
+    metrics_set(p->m_breaker_state, s == GW_BREAKER_CLOSED      ? 0
+                                    : s == GW_BREAKER_HALF_OPEN ? 1
+                                                                : 2);
     return (int)s;
 }
 
