@@ -14,7 +14,13 @@
 # BENCH_PINNING=shared puts the proxy and the upstream on the first core and
 # wrk alone on the second, as bench/catalog_vs_nginx.sh does: then every
 # microsecond the proxy saves goes to the upstream, and requests per second
-# follow the proxy's cost.  Only one proxy runs at a time.  Loopback only.
+# follow the proxy's cost.  Loopback only.
+#
+# All the proxies run from the start, but only one is under load at a time:
+# in each round the upstream alone, HAProxy, nginx and the gateway in turn,
+# each warmed up then measured.  Three rounds by default, and each row is
+# the round with the median requests per second, so that a burst of other
+# work on a shared machine spoils one round of each rather than one proxy.
 #
 # For each, wrk's requests per second and latency, and the CPU time
 # (utime + stime from /proc/PID/stat, its children included: nginx's worker
@@ -27,8 +33,9 @@
 #
 # Knobs (environment): MARQUEE_BIN (default build/release/marquee),
 # BENCH_DURATION (10s), BENCH_WARMUP (2s), BENCH_CONNECTIONS (64),
-# BENCH_PINNING (split or shared, see above), BENCH_GATEWAY (true; false measures the upstream and the two anchors only
-# and appends nothing, for a binary without the gateway role).
+# BENCH_PINNING (split or shared, see above), BENCH_ROUNDS (3), and
+# BENCH_GATEWAY (true; false measures the upstream and the two anchors
+# only and appends nothing, for a binary without the gateway role).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -39,6 +46,7 @@ warmup=${BENCH_WARMUP:-2s}
 connections=${BENCH_CONNECTIONS:-64}
 with_gateway=${BENCH_GATEWAY:-true}
 pin_mode=${BENCH_PINNING:-split}
+rounds=${BENCH_ROUNDS:-3}
 path=/v1/shows/1
 results=bench/RESULTS.md
 goal_rps=1.1
@@ -48,6 +56,7 @@ ready_timeout_s=20
 
 upstream_pid=""
 proxy_pid=""
+proxy_pids=()
 wrk_pid=""
 work=""
 
@@ -63,8 +72,11 @@ stop_pid() {
 }
 
 cleanup() {
+    local pid
     stop_pid "$wrk_pid"
-    stop_pid "$proxy_pid"
+    for pid in "${proxy_pids[@]}" "$proxy_pid"; do
+        stop_pid "$pid"
+    done
     stop_pid "$upstream_pid"
     if [[ -n $work ]]; then
         rm -rf "$work"
@@ -122,8 +134,10 @@ cpu_ticks() {
     printf '%s\n' "$total"
 }
 
-# core_ticks CPU: busy and total jiffies of one core, from /proc/stat.
+# core_ticks CPU: busy and total jiffies of one core, from /proc/stat;
+# nothing when CPU is empty (one core, nothing pinned).
 core_ticks() {
+    [[ -n $1 ]] || return 0
     awk -v c="cpu$1" '$1 == c {
         t = 0
         for (i = 2; i <= NF; i++) t += $i
@@ -143,24 +157,27 @@ run_wrk() {
 
 # measure NAME URL PROXY_PID: warms up, runs wrk, and sets rps, p50_ms,
 # p99_ms, proxy_us (CPU microseconds per request, empty with no proxy),
-# proxy_use (its busy share of one core, in %), upstream_us and load_busy
-# (how busy the core of wrk and the upstream was, in %, whatever ran
-# there).
+# proxy_use (its busy share of one core, in %), upstream_us, and
+# proxy_core_busy and load_core_busy: how busy the proxy's core and that of
+# wrk were, in %, whatever ran there; work of others on a shared machine
+# shows as the first above proxy_use.
 measure() {
     local name=$1 url=$2 ppid=$3 out requests
-    local p0=0 p1=0 u0 u1 l0 l1 t0 t1
+    local p0=0 p1=0 u0 u1 c0 c1 l0 l1 t0 t1
     out="$work/wrk-$name.txt"
     log "$name: warm-up $warmup"
     run_wrk /dev/null -t1 -c"$connections" -d"$warmup" "$url"
     log "$name: wrk -t1 -c$connections -d$duration --latency $url"
     [[ -z $ppid ]] || p0=$(cpu_ticks "$ppid")
     u0=$(cpu_ticks "$upstream_pid")
+    c0=$(core_ticks "$proxy_core")
     l0=$(core_ticks "$load_core")
     t0=$(date +%s.%N)
     run_wrk "$out" -t1 -c"$connections" -d"$duration" --latency "$url"
     t1=$(date +%s.%N)
     [[ -z $ppid ]] || p1=$(cpu_ticks "$ppid")
     u1=$(cpu_ticks "$upstream_pid")
+    c1=$(core_ticks "$proxy_core")
     l1=$(core_ticks "$load_core")
     sed 's/^/    /' "$out"
     if grep -q -e 'Non-2xx' -e 'Socket errors' "$out"; then
@@ -179,16 +196,21 @@ measure() {
         proxy_use=$(awk -v d="$((p1 - p0))" -v hz="$clk_tck" -v a="$t0" \
             -v b="$t1" 'BEGIN { printf "%.0f", 100 * d / hz / (b - a) }')
     fi
-    if [[ -n $l0 ]]; then
-        load_busy=$(awk -v a="$l0" -v b="$l1" 'BEGIN {
-            split(a, x, " "); split(b, y, " ")
-            printf "%.0f", 100 * (y[1] - x[1]) / (y[2] - x[2]) }')
-    else
-        load_busy=""
-    fi
+    proxy_core_busy=$(busy_share "$c0" "$c1")
+    load_core_busy=$(busy_share "$l0" "$l1")
     log "$name: $rps requests/s, p99 $p99_ms ms, proxy ${proxy_us:--} us" \
         "per request (${proxy_use:--}% of a core), upstream $upstream_us us" \
-        "per request; load core ${load_busy:--}% busy"
+        "per request; CPU $proxy_core ${proxy_core_busy:--}% busy," \
+        "CPU $load_core ${load_core_busy:--}% busy"
+}
+
+# busy_share BEFORE AFTER: the busy share in % of a core between two
+# core_ticks readings; empty when there is no reading (one core).
+busy_share() {
+    [[ -n $1 ]] || return 0
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        split(a, x, " "); split(b, y, " ")
+        printf "%.0f", 100 * (y[1] - x[1]) / (y[2] - x[2]) }'
 }
 
 # per_request TICKS REQUESTS: CPU microseconds per request.
@@ -308,42 +330,77 @@ JSON
         "$work/gateway.log"
 }
 
-# run_proxy NAME: starts the proxy, checks it passes the upstream's bytes,
-# measures it, stops it; the figures go to NAME_rps and the like.
-run_proxy() {
+# start_proxy NAME: starts the proxy and checks that it passes the
+# upstream's bytes; its pid and port go to NAME_pid and NAME_port.
+start_proxy() {
     local name=$1 port
     port=$(free_port)
     "start_$name" "$port"
+    proxy_pids+=("$proxy_pid")
+    printf -v "${name}_pid" '%s' "$proxy_pid"
+    printf -v "${name}_port" '%s' "$port"
+    proxy_pid=""
     curl -sS -f -o "$work/body-$name" "http://127.0.0.1:$port$path" ||
         die "GET $path through $name failed"
     cmp -s "$work/body-$name" "$work/body-direct" ||
         die "$name does not pass the upstream's bytes"
-    measure "$name" "http://127.0.0.1:$port$path" "$proxy_pid"
-    stop_pid "$proxy_pid"
-    proxy_pid=""
-    save_row "$name"
 }
+
+figures=(rps p50_ms p99_ms proxy_us proxy_use upstream_us proxy_core_busy
+    load_core_busy)
 
 # save_row NAME: keeps the figures of the last measure under NAME.
 save_row() {
     local v
-    for v in rps p50_ms p99_ms proxy_us proxy_use upstream_us load_busy; do
+    for v in "${figures[@]}"; do
         printf -v "${1}_$v" '%s' "${!v}"
     done
 }
 
+# measure_round NAME ROUND: one measure of NAME, kept as NAME_rROUND.
+measure_round() {
+    local name=$1 pid_v=${1}_pid port_v=${1}_port port pid
+    if [[ $name == direct ]]; then
+        port=$upstream_port pid=""
+    else
+        port=${!port_v} pid=${!pid_v}
+    fi
+    log "round $2 of $rounds"
+    measure "$name" "http://127.0.0.1:$port$path" "$pid"
+    save_row "${name}_r$2"
+}
+
+# pick_median NAME: NAME's figures are those of its round with the median
+# requests per second (the lower of the two middle ones when even), so a
+# row stays the figures of one run.
+pick_median() {
+    local name=$1 r v rps_v pick src
+    pick=$(for ((r = 1; r <= rounds; r++)); do
+        rps_v=${name}_r${r}_rps
+        printf '%s %s\n' "${!rps_v}" "$r"
+    done | sort -g | awk -v m="$(((rounds + 1) / 2))" 'NR == m {print $2}')
+    for v in "${figures[@]}"; do
+        src=${name}_r${pick}_$v
+        printf -v "${name}_$v" '%s' "${!src}"
+    done
+    log "$name: median of $rounds rounds by requests/s is round $pick"
+}
+
+# percent VALUE: VALUE% when there is a value.
+percent() {
+    [[ -z $1 ]] || printf '%s%%' "$1"
+}
+
 # row LABEL NAME: one table line of NAME's figures, in Markdown.
 row() {
-    local n=$2 use
+    local n=$2
     local rps_v=${n}_rps p50_v=${n}_p50_ms p99_v=${n}_p99_ms
     local pu_v=${n}_proxy_us pc_v=${n}_proxy_use up_v=${n}_upstream_us
-    local lb_v=${n}_load_busy busy
-    use=${!pc_v}
-    [[ -z $use ]] || use="$use%"
-    busy=${!lb_v}
-    [[ -z $busy ]] || busy="$busy%"
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" "${!rps_v}" \
-        "${!p50_v}" "${!p99_v}" "${!pu_v}" "$use" "${!up_v}" "$busy"
+    local cb_v=${n}_proxy_core_busy lb_v=${n}_load_core_busy
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" \
+        "${!rps_v}" "${!p50_v}" "${!p99_v}" "${!pu_v}" \
+        "$(percent "${!pc_v}")" "${!up_v}" "$(percent "${!cb_v}")" \
+        "$(percent "${!lb_v}")"
 }
 
 # ratio_row LABEL A B: gateway over an anchor, for requests/s, p99, CPU.
@@ -351,16 +408,17 @@ ratio_row() {
     local a=$2 b=$3
     local ar=${a}_rps br=${b}_rps ap=${a}_p99_ms bp=${b}_p99_ms
     local ac=${a}_proxy_us bc=${b}_proxy_us
-    printf '| %s | %s | | %s | %s | | | |\n' "$1" \
+    printf '| %s | %s | | %s | %s | | | | |\n' "$1" \
         "$(ratio "${!ar}" "${!br}")" "$(ratio "${!ap}" "${!bp}")" \
         "$(ratio "${!ac}" "${!bc}")"
 }
 
 table() {
     printf '| path | requests/s | p50 (ms) | p99 (ms) |'
-    printf ' proxy CPU (us/request) | proxy core busy |'
-    printf ' upstream CPU (us/request) | load core busy |\n'
-    printf '|---|---:|---:|---:|---:|---:|---:|---:|\n'
+    printf ' proxy CPU (us/request) | proxy, of a core |'
+    printf ' upstream CPU (us/request) | CPU %s busy | CPU %s busy |\n' \
+        "${proxy_core:-?}" "${load_core:-?}"
+    printf '|---|---:|---:|---:|---:|---:|---:|---:|---:|\n'
     row "upstream alone (direct)" direct
     row "HAProxy $haproxy_version" haproxy
     row "nginx $nginx_version" nginx
@@ -410,9 +468,10 @@ append_results() {
 ## $stamp: proxies, gateway vs HAProxy vs nginx, GET $path
 
 - command: \`bench/proxy.sh\`
-- load: \`wrk -t1 -c$connections -d$duration --latency\` after a $warmup warm-up,
-  one proxy at a time, all to one upstream: marquee catalog
-  --http.threads=1, demo data
+- load: \`wrk -t1 -c$connections -d$duration --latency\` after a $warmup
+  warm-up, one proxy at a time, all to one upstream: marquee catalog
+  --http.threads=1, demo data; $rounds rounds of each in turn, each row the
+  round with the median requests/s
 - setup: marquee gateway --http.threads=1; HAProxy nbthread 1,
   http-reuse always; nginx worker_processes 1, upstream keepalive 64;
   access logs off, X-Forwarded-For added by each; $pinning
@@ -428,12 +487,14 @@ ENTRY
 }
 
 main() {
-    local body_ctype
+    local body_ctype name round names
     [[ -x $bin ]] || die "$bin is not built; run: make bench"
     command -v wrk >/dev/null || die "wrk is missing; run: scripts/deps.sh"
     command -v nginx >/dev/null || die "nginx is missing; run scripts/deps.sh"
     command -v haproxy >/dev/null ||
         die "haproxy is missing; run scripts/deps.sh"
+    [[ $rounds =~ ^[1-9][0-9]*$ ]] ||
+        die "BENCH_ROUNDS is a count of rounds, not \"$rounds\""
     [[ $pin_mode == split || $pin_mode == shared ]] ||
         die "BENCH_PINNING is split or shared, not \"$pin_mode\""
     case $with_gateway in
@@ -453,18 +514,21 @@ main() {
         proxy_cpu=(taskset -c 0)
         upstream_cpu=(taskset -c 1)
         load_cpu=(taskset -c 1)
+        proxy_core=0
         load_core=1
         pinning="proxy pinned to CPU 0, upstream and wrk to CPU 1"
     elif (($(nproc) >= 2)); then
         proxy_cpu=(taskset -c 0)
         upstream_cpu=(taskset -c 0)
         load_cpu=(taskset -c 1)
+        proxy_core=0
         load_core=1
         pinning="proxy and upstream pinned to CPU 0, wrk to CPU 1"
     else
         proxy_cpu=()
         upstream_cpu=()
         load_cpu=()
+        proxy_core=""
         load_core=""
         pinning="one core: proxy, upstream and wrk share it"
     fi
@@ -483,13 +547,24 @@ main() {
         sub(/\r$/, "", $2); print $2 }' "$work/headers")
     log "GET $path: $body_bytes bytes of $body_ctype"
 
-    measure direct "http://127.0.0.1:$upstream_port$path" ""
-    save_row direct
-    run_proxy haproxy
-    run_proxy nginx
+    names=(direct haproxy nginx)
     if [[ $with_gateway == true ]]; then
-        run_proxy gateway
+        names+=(gateway)
     fi
+    for name in "${names[@]:1}"; do
+        start_proxy "$name"
+    done
+    # Rounds of every path in turn, so that a disturbance of the machine
+    # hits one round of each rather than all of one.  An idle proxy costs
+    # nothing but the gateway's health checks (one request each 2 s).
+    for ((round = 1; round <= rounds; round++)); do
+        for name in "${names[@]}"; do
+            measure_round "$name" "$round"
+        done
+    done
+    for name in "${names[@]}"; do
+        pick_median "$name"
+    done
 
     printf '\n'
     table
