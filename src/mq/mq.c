@@ -519,9 +519,13 @@ int mq_consume(struct mq *q, const char *queue, size_t max,
 
 int mq_ack(struct mq *q, const struct mq_message *m)
 {
-    struct mq_queue_metrics *qm = mq_queue_metrics(q, m->queue);
-    int rc = q->ops->ack(q->backend, m);
+    struct mq_queue_metrics *qm;
+    int rc;
 
+    if (!mq_queue_name_valid(m->queue))
+        return ERR_INVALID;
+    qm = mq_queue_metrics(q, m->queue);
+    rc = q->ops->ack(q->backend, m);
     if (rc == ERR_OK)
         metrics_inc(qm->acked);
     else if (rc == ERR_CONFLICT)
@@ -537,7 +541,8 @@ int mq_nack(struct mq *q, const struct mq_message *m, int delay_ms,
     bool went_dead = false;
     int rc;
 
-    if (delay_ms < 0 || delay_ms > MQ_LEASE_MS_MAX)
+    if (delay_ms < 0 || delay_ms > MQ_LEASE_MS_MAX ||
+        !mq_queue_name_valid(m->queue))
         return ERR_INVALID;
     mq_copy_text(text, sizeof(text), error != NULL ? error : "");
 

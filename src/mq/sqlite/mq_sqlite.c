@@ -359,15 +359,20 @@ struct mq_consume_job {
 
 /*
  * A leased message whose lease has ended after its last allowed attempt
- * goes to the dead letters rather than out again.
+ * goes to the dead letters rather than out again.  Only the messages the
+ * claim would take next are looked at (the same ordered, limited scan of
+ * the due index), so the work is bounded by max however long the queue;
+ * one further back is dead-lettered when it reaches the front, before it
+ * could be delivered.
  */
 static int mq_expire_leases(struct store_conn *c, struct mq_consume_job *job,
                             int64_t now)
 {
     static const char sql[] =
-        "UPDATE mq_messages SET state = 2, lease = 0, dead_ms = ?,"
-        " error = 'lease expired' WHERE queue = ? AND state = 1"
-        " AND due_ms <= ? AND attempts >= ?";
+        "UPDATE mq_messages SET state = 2, lease = 0, dead_ms = ?1,"
+        " error = 'lease expired' WHERE tag IN (SELECT tag FROM mq_messages"
+        " WHERE queue = ?2 AND state < 2 AND due_ms <= ?1"
+        " ORDER BY due_ms, tag LIMIT ?3) AND state = 1 AND attempts >= ?4";
     struct store_stmt *st;
     int rc = store_prepare(c, sql, &st);
 
@@ -376,7 +381,7 @@ static int mq_expire_leases(struct store_conn *c, struct mq_consume_job *job,
     if (rc == ERR_OK)
         rc = store_bind_text(st, 2, job->queue);
     if (rc == ERR_OK)
-        rc = store_bind_int(st, 3, now);
+        rc = store_bind_int(st, 3, (int64_t)job->max);
     if (rc == ERR_OK)
         rc = store_bind_int(st, 4, job->b->cfg->max_attempts);
     if (rc == ERR_OK)
