@@ -253,6 +253,7 @@ void booking_handle_create_hold(struct http_req *req, void *app)
         return;
     }
     op->show_id = show_id;
+    op->deadline_ms = http_req_deadline_ms(req);
     booking_op_dispatch(req, op);
 }
 
@@ -494,6 +495,16 @@ void booking_op_hold(struct booking_thread *t, struct booking_op *op,
     uint32_t bad[BOOKING_SEATS_PER_REQUEST_MAX];
     size_t nbad = BOOKING_SEATS_PER_REQUEST_MAX;
 
+    /* The request may have waited for its show to load: a caller that has
+     * given up must not be left holding seats it will never hear of. */
+    if (op->deadline_ms != 0 &&
+        http_loop_now_ms(b->server, t->index) >= op->deadline_ms) {
+        booking_op_fail(op, 504, "deadline-exceeded", "Deadline exceeded",
+                        "the request's deadline passed before its seats "
+                        "were taken");
+        booking_op_finish(op);
+        return;
+    }
     op->now_ms = clock_wall_ms(b->clock);
     if (!resolve_seats(op, inv)) {
         booking_op_finish(op);

@@ -485,10 +485,11 @@ void idem_end(struct booking *b, struct booking_op *op)
     if (op->idem_key[0] == '\0')
         return;
     running_text(op->customer, op->idem_key, text);
-    /* Stored with the change, or not to be kept: a 503 may succeed later,
-     * and a show unknown now (404) may be announced later. */
-    if (op->idem_stored || op->status == 503 || op->status == 404 ||
-        op->status == 0) {
+    /* Stored with the change, or not to be kept: a 503 or a 504 (deadline)
+     * may succeed later, and a show unknown now (404) may be announced
+     * later. */
+    if (op->idem_stored || op->status == 503 || op->status == 504 ||
+        op->status == 404 || op->status == 0) {
         running_remove(run, text);
         return;
     }

@@ -106,6 +106,9 @@ struct booking_op {
     struct booking *b;
     struct http_async *async;
     int owner;
+    /* The caller's deadline on the HTTP layer's monotonic clock
+     * (http_req_deadline_ms), 0 for none. */
+    int64_t deadline_ms;
     int64_t show_id;
     char hold_id[INV_HOLD_ID_MAX];
     char customer[INV_CUSTOMER_MAX + 1];
