@@ -268,8 +268,9 @@ static void mq_metrics_setup(struct mq *q)
     };
     struct metrics *m = metrics_process();
 
-    q->published = metrics_counter(m, "marquee_mq_published_total",
-                                   "Messages published and stored.");
+    q->published = metrics_counter(
+        m, "marquee_mq_published_total",
+        "Messages published with a new id (stored in every bound queue).");
     q->duplicates =
         metrics_counter(m, "marquee_mq_publish_duplicates_total",
                         "Publishes of an id already stored, not stored again.");
@@ -481,9 +482,9 @@ int mq_publish(struct mq *q, const char *topic, const char *id,
     rc = q->ops->publish(q->backend, topic, id, body, len, &copies);
     if (rc != ERR_OK)
         return rc;
-    metrics_inc(copies > 0 ? q->published : q->duplicates);
+    metrics_inc(copies < 0 ? q->duplicates : q->published);
     if (stored != NULL)
-        *stored = copies;
+        *stored = copies < 0 ? 0 : copies;
     return ERR_OK;
 }
 

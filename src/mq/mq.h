@@ -29,7 +29,8 @@
  * file.  The calls block until the backend answered (the SQLite backend:
  * until its write transaction committed), so call them from a worker
  * thread, never from an event-loop thread.  mq_close() must not overlap
- * any other call on the same handle.
+ * any other call on the same handle.  A handle does not survive fork():
+ * each process opens its own.
  *
  * Return codes are from base/err.h.
  */

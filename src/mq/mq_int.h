@@ -27,7 +27,7 @@ struct mq_ops {
     int (*declare)(struct mq_backend *b, const char *queue,
                    const char *const *patterns, size_t npatterns);
 
-    /* *stored: queues that received a new copy (0 for a duplicate id). */
+    /* *stored: queues that received a copy; -1 for an id seen before. */
     int (*publish)(struct mq_backend *b, const char *topic, const char *id,
                    const void *body, size_t len, int *stored);
 

@@ -10,6 +10,7 @@
  */
 #include <dirent.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -125,6 +126,22 @@ static void check_depth(struct mq *q, const char *queue, int64_t ready,
     CHECK_INT(d.ready, ready);
     CHECK_INT(d.leased, leased);
     CHECK_INT(d.dead, dead);
+}
+
+static double plain_counter(const char *name)
+{
+    return metrics_value(metrics_counter(metrics_process(), name, NULL));
+}
+
+static double depth_gauge(const char *queue, const char *state)
+{
+    static const char *const labels[] = {"queue", "state"};
+    const char *values[] = {queue, state};
+    struct metrics_family *f =
+        metrics_family(metrics_process(), METRICS_GAUGE, "marquee_mq_messages",
+                       NULL, 2, labels, NULL, 0);
+
+    return metrics_value(metrics_series(f, values));
 }
 
 static double queue_counter(const char *name, const char *queue)
@@ -316,8 +333,10 @@ TEST(test_duplicate_id_stored_once)
     declare(q, "notify", "booking.*");
     declare(q, "audit", "#");
 
+    double dups = plain_counter("marquee_mq_publish_duplicates_total");
     publish_text(q, "booking.confirmed", "evt-7", "first", 2);
     publish_text(q, "booking.confirmed", "evt-7", "again", 0);
+    CHECK(plain_counter("marquee_mq_publish_duplicates_total") == dups + 1);
     check_depth(q, "notify", 1, 0, 0);
     check_depth(q, "audit", 1, 0, 0);
 
@@ -614,6 +633,9 @@ TEST(test_depth_and_prefetch)
     CHECK_STR(b->msgs[0].id, "m8");
     mq_batch_free(b);
     check_depth(q, "notify", 3, 8, 0);
+    CHECK(depth_gauge("notify", "ready") == 3);
+    CHECK(depth_gauge("notify", "leased") == 8);
+    CHECK(depth_gauge("notify", "dead") == 0);
     mq_close(q);
     tmp_remove(&t);
 }
@@ -682,6 +704,43 @@ TEST(test_messages_survive_reopen)
     b = consume_n(q, "notify", 1);
     CHECK_STR((const char *)b->msgs[0].body, "durable");
     CHECK_INT(mq_ack(q, &b->msgs[0]), ERR_OK);
+    mq_batch_free(b);
+    mq_close(q);
+    tmp_remove(&t);
+}
+
+/*
+ * Another process holds the write lock (a plain sqlite3 handle in a
+ * transaction) and the queue does not wait: calls fail with ERR_BUSY,
+ * change nothing, and succeed once the lock is gone.
+ */
+TEST(test_busy_file_fails_cleanly)
+{
+    struct tmp_dir t;
+    struct clock_manual clk;
+    struct mq_batch *b = NULL;
+    sqlite3 *db = NULL;
+
+    tmp_make(&t);
+    clock_manual_init(&clk, START_MS);
+    struct mq_config cfg = test_config(&t, &clk);
+    cfg.busy_timeout_ms = 0;
+    struct mq *q = NULL;
+    CHECK_INT(mq_open(&cfg, &q), ERR_OK);
+    declare(q, "notify", "booking.*");
+    publish_text(q, "booking.confirmed", "m1", "x", 1);
+
+    CHECK_INT(sqlite3_open(t.path, &db), SQLITE_OK);
+    CHECK_INT(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    CHECK_INT(mq_publish(q, "booking.confirmed", "m2", "y", 1, NULL), ERR_BUSY);
+    CHECK_INT(mq_consume(q, "notify", 0, &b), ERR_BUSY);
+    CHECK_INT(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    /* The failed publish stored nothing, not even its id. */
+    publish_text(q, "booking.confirmed", "m2", "y", 1);
+    b = consume_n(q, "notify", 2);
+    CHECK_INT(b->msgs[0].attempt, 1); /* the failed claim took nothing */
     mq_batch_free(b);
     mq_close(q);
     tmp_remove(&t);
@@ -798,4 +857,5 @@ HARNESS_MAIN(T(test_topic_match), T(test_names_valid), T(test_config_keys),
              T(test_dead_letter_after_expired_leases),
              T(test_requeue_dead_letter), T(test_depth_and_prefetch),
              T(test_limits_and_bad_input), T(test_messages_survive_reopen),
+             T(test_busy_file_fails_cleanly),
              T(test_threads_each_message_acked_once))

@@ -274,7 +274,7 @@ static int mq_publish_apply(struct store_conn *c, void *arg)
     int rc = mq_publish_dedup(c, job, now);
 
     if (rc == ERR_CONFLICT) {
-        job->stored = 0;
+        job->stored = -1;
         return ERR_OK; /* already stored once: the confirm holds */
     }
     if (rc == ERR_OK)
