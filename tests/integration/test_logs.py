@@ -115,6 +115,31 @@ class LogFormatTest(unittest.TestCase):
         finally:
             svc.close()
 
+    def test_payment(self):
+        """Payment's start, requests and stop, and a charge the simulated
+        provider fails (the answer is a problem, the log stays in form)."""
+        with Service("payment", flags={"http.access_log": "true"}) as pay:
+            for token in ("tok_visa", "tok_fail", "tok_decline"):
+                body = json.dumps({"amount": 1000, "currency": "INR",
+                                   "reference": "logs-1",
+                                   "customer_id": "cust-logs",
+                                   "card": {"token": token}}).encode()
+                status, _, _ = pay.request(
+                    "POST", "/v1/charges", body=body,
+                    headers={"Content-Type": "application/json",
+                             "Idempotency-Key": f"logs-{token}"})
+                self.assertIn(status, (201, 402, 502), token)
+            status, _, _ = pay.request("POST", "/v1/charges", body=b"{",
+                                       headers={"Content-Type":
+                                                "application/json"})
+            self.assertEqual(status, 400)
+            self.assertEqual(pay.stop(), 0)
+            seen = self.check_lines("payment", log_lines(pay))
+            self.assertIn("http: request", seen.get("debug", set()))
+            self.assertIn("payment: provider_started",
+                          seen.get("info", set()))
+            self.assertIn("http: stopped", seen.get("info", set()))
+
     def test_loadgen(self):
         """The load generator logs its start and progress the same way."""
         with Service("catalog", flags={"catalog.demo": "true",
