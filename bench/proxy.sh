@@ -436,10 +436,12 @@ goals() {
     p=$(ratio "$gateway_p99_ms" "$haproxy_p99_ms")
     c=$(ratio "$gateway_proxy_us" "$haproxy_proxy_us")
     cat <<GOALS
-Against HAProxy: requests/s ratio $r (goal: at least $goal_rps,
-$(verdict "$r" '>=' "$goal_rps")); p99 ratio $p (goal: at most $goal_p99,
-$(verdict "$p" '<=' "$goal_p99")); CPU per request ratio $c (goal: at most
-$goal_cpu, $(verdict "$c" '<=' "$goal_cpu")).
+Gateway against HAProxy:
+
+- requests/s ratio $r, goal at least $goal_rps: $(verdict "$r" '>=' "$goal_rps")
+- p99 ratio $p, goal at most $goal_p99: $(verdict "$p" '<=' "$goal_p99")
+- CPU per request ratio $c, goal at most $goal_cpu: \
+$(verdict "$c" '<=' "$goal_cpu")
 GOALS
 }
 
@@ -474,7 +476,8 @@ append_results() {
   round with the median requests/s
 - setup: marquee gateway --http.threads=1; HAProxy nbthread 1,
   http-reuse always; nginx worker_processes 1, upstream keepalive 64;
-  access logs off, X-Forwarded-For added by each; $pinning
+  access logs off, X-Forwarded-For added by each
+- pinning: $pinning
 - CPU: utime + stime of the proxy (and its children) and of the upstream
   over the measured run, over wrk's request count
 - commit $commit; $(nproc) cores; body $body_bytes bytes
