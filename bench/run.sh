@@ -9,6 +9,7 @@ benchmarks=(
     bench/catalog_vs_nginx.sh
     bench/flash_sale.sh
     bench/memory.sh
+    bench/proxy.sh
 )
 
 for b in "${benchmarks[@]}"; do
