@@ -103,6 +103,10 @@ def marquee_bin():
     return path
 
 
+# Roles with no database of their own take no --store.path.
+ROLES_WITHOUT_STORE = {"gateway"}
+
+
 class Service:
     """One running marquee role, in its own temporary directory.
 
@@ -110,8 +114,9 @@ class Service:
 
     args are extra command-line arguments, passed as they are; flags is a
     dict of config keys, passed as --key=value.  The service gets
-    --http.port, --store.path=<tmpdir>/<role>.db and --log.level=debug
-    before them, so a test can override any of them.
+    --http.port, --store.path=<tmpdir>/<role>.db (for roles with a
+    database) and --log.level=debug before them, so a test can override
+    any of them.
 
     The temporary directory is also the process's working directory, so a
     relative path among the service's defaults points there, not into the
@@ -151,9 +156,10 @@ class Service:
         return f"http://{HOST}:{self.port}"
 
     def argv(self):
-        return [self.binary, self.role, f"--http.port={self.port}",
-                f"--store.path={self.db_path}", "--log.level=debug",
-                *self.args]
+        store = ([] if self.role in ROLES_WITHOUT_STORE
+                 else [f"--store.path={self.db_path}"])
+        return [self.binary, self.role, f"--http.port={self.port}", *store,
+                "--log.level=debug", *self.args]
 
     # ------------------------------------------------------------ lifecycle
 

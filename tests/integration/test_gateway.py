@@ -101,10 +101,6 @@ class Gateway(Service):
         merged.update(flags or {})
         super().__init__("gateway", flags=merged)
 
-    def argv(self):
-        # The gateway keeps no database.
-        return [a for a in super().argv() if not a.startswith("--store.")]
-
     def close(self):
         super().close()
         os.unlink(self.routes_path)

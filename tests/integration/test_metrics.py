@@ -1,7 +1,8 @@
 """Metrics: what catalog and booking expose on GET /metrics, that the
 numbers follow what the services do, that the auditor's oversell counter
 sees a seat held twice, and that a real Prometheus (Debian's package)
-scrapes both services and answers queries over what it scraped.
+scrapes every role (gateway, catalog, booking, payment) and answers
+queries over what it scraped.
 """
 
 import json
@@ -256,28 +257,42 @@ class OversellAuditTest(unittest.TestCase):
 
 
 class PrometheusScrapeTest(unittest.TestCase):
-    """Debian's Prometheus scrapes catalog and booking for real."""
+    """Debian's Prometheus scrapes every role for real: the gateway in front
+    of catalog and booking, and payment."""
 
     def setUp(self):
         if not os.access(PROMETHEUS, os.X_OK):
             self.fail(f"{PROMETHEUS} is missing: scripts/deps.sh installs "
                       "Debian's prometheus package")
+        self.dir = tempfile.mkdtemp(prefix="marquee-prometheus-")
         self.catalog = Service("catalog", flags={
             "catalog.demo": "true", "catalog.demo_file": DEMO,
             "catalog.admin_token": TOKEN})
         self.booking = Service("booking", flags={
             "booking.catalog_url": self.catalog.url})
-        self.dir = tempfile.mkdtemp(prefix="marquee-prometheus-")
+        self.payment = Service("payment")
+        routes = os.path.join(self.dir, "routes.json")
+        with open(routes, "w") as f:
+            json.dump({
+                "pools": {
+                    "catalog": {"instances": [f"{HOST}:{self.catalog.port}"]},
+                    "booking": {"instances": [f"{HOST}:{self.booking.port}"],
+                                "balance": "hash"}},
+                "routes": [
+                    {"pattern": "/v1/shows/{show_id}/seats",
+                     "pool": "booking", "hash_param": "show_id"},
+                    {"prefix": "/v1/", "pool": "catalog"}]}, f)
+        self.gateway = Service("gateway", flags={"gateway.routes": routes})
+        self.services = [self.gateway, self.payment, self.booking,
+                         self.catalog]
         self.port = free_port()
         config = os.path.join(self.dir, "prometheus.yml")
         with open(config, "w") as f:
-            f.write(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-                "scrape_configs:\n"
-                f"  - job_name: catalog\n    static_configs:\n"
-                f"      - targets: ['{HOST}:{self.catalog.port}']\n"
-                f"  - job_name: booking\n    static_configs:\n"
-                f"      - targets: ['{HOST}:{self.booking.port}']\n")
+            f.write("global:\n  scrape_interval: 1s\n"
+                    "  evaluation_interval: 1s\nscrape_configs:\n")
+            for svc in self.services:
+                f.write(f"  - job_name: {svc.role}\n    static_configs:\n"
+                        f"      - targets: ['{HOST}:{svc.port}']\n")
         self.log = open(os.path.join(self.dir, "prometheus.log"), "wb")
         self.prom = subprocess.Popen(
             [PROMETHEUS, f"--config.file={config}",
@@ -293,11 +308,11 @@ class PrometheusScrapeTest(unittest.TestCase):
             self.prom.kill()
             self.prom.wait()
         self.log.close()
-        codes = [self.booking.stop(), self.catalog.stop()]
-        self.booking.close()
-        self.catalog.close()
+        codes = [svc.stop() for svc in self.services]
+        for svc in self.services:
+            svc.close()
         shutil.rmtree(self.dir, ignore_errors=True)
-        self.assertEqual(codes, [0, 0])
+        self.assertEqual(codes, [0] * len(self.services))
 
     def api(self, path, **params):
         url = f"http://{HOST}:{self.port}/api/v1/{path}"
@@ -322,18 +337,32 @@ class PrometheusScrapeTest(unittest.TestCase):
     def test_series_arrive_and_parse(self):
         _, _, m = self.booking.json("GET", "/v1/shows/8/seats")
         self.assertEqual(hold(self.booking, 8, seat_ids(m, 0, 2))[0], 201)
+        # Traffic through the gateway, once its instances are up.
+        seen = wait_for(lambda: self.gateway.request(
+            "GET", "/v1/shows/8/seats")[0] == 200 or None, timeout=30,
+            step=0.2)
+        self.assertTrue(seen, "the gateway never routed to booking")
+        status, _, _ = self.payment.request(
+            "POST", "/v1/charges",
+            body=json.dumps({"amount": 500, "currency": "INR",
+                             "reference": "metrics-1",
+                             "customer_id": "cust-m",
+                             "card": {"token": "tok_visa"}}).encode(),
+            headers={"Content-Type": "application/json",
+                     "Idempotency-Key": "metrics-" + uuid.uuid4().hex})
+        self.assertEqual(status, 201)
 
-        def both_up():
+        def all_up():
             targets = self.api("targets")
             if not targets:
                 return None
             active = targets["data"]["activeTargets"]
             ok = [t for t in active
                   if t["health"] == "up" and t["lastError"] == ""]
-            return active if len(ok) == 2 else None
+            return active if len(ok) == len(self.services) else None
 
-        targets = wait_for(both_up, timeout=60, step=0.5)
-        self.assertTrue(targets, "Prometheus did not scrape both services:\n"
+        targets = wait_for(all_up, timeout=60, step=0.5)
+        self.assertTrue(targets, "Prometheus did not scrape every service:\n"
                         f"{self.api('targets')}\n{self.prometheus_log()}")
 
         created = wait_for(lambda: self.query(
@@ -353,13 +382,30 @@ class PrometheusScrapeTest(unittest.TestCase):
         up = self.query("up")
         self.assertEqual(sorted((r["metric"]["job"], r["value"][1])
                                 for r in up),
-                         [("booking", "1"), ("catalog", "1")])
-        for series in ("process_resident_memory_bytes",
-                       "marquee_store_commit_batch_size_count",
-                       "marquee_event_loop_lag_seconds"):
+                         [("booking", "1"), ("catalog", "1"),
+                          ("gateway", "1"), ("payment", "1")])
+        every = {"booking", "catalog", "gateway", "payment"}
+        for series, jobs in (
+                ("process_resident_memory_bytes", every),
+                ("marquee_event_loop_lag_seconds", every),
+                ("marquee_http_requests_total", every),
+                ("marquee_store_commit_batch_size_count",
+                 {"booking", "catalog", "payment"})):
             got = self.query(series)
-            self.assertEqual({r["metric"]["job"] for r in got},
-                             {"booking", "catalog"}, series)
+            self.assertEqual({r["metric"]["job"] for r in got}, jobs, series)
+
+        routed = wait_for(lambda: self.query(
+            'marquee_gateway_upstream_requests_total'
+            '{job="gateway",pool="booking"} > 0'), timeout=30, step=0.5)
+        self.assertTrue(routed, "no gateway upstream counter in Prometheus")
+        breaker = self.query('marquee_gateway_breaker_state{job="gateway"}')
+        self.assertEqual({(r["metric"]["pool"], r["value"][1])
+                          for r in breaker},
+                         {("booking", "0"), ("catalog", "0")})
+        charged = wait_for(lambda: self.query(
+            'marquee_payment_charges_total'
+            '{job="payment",result="succeeded"} > 0'), timeout=30, step=0.5)
+        self.assertTrue(charged, "no payment counter in Prometheus")
 
 
 if __name__ == "__main__":
