@@ -6,45 +6,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 
 #include "base/err.h"
 #include "base/log.h"
 #include "gateway/internal.h"
-
-/* Constant time, so the token cannot be guessed byte by byte. */
-static bool token_equal(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    unsigned char diff = la != lb;
-
-    for (size_t i = 0; i < la; i++)
-        diff |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
-    return diff == 0;
-}
-
-static bool admin_allowed(struct http_req *req, const struct gateway *gw)
-{
-    const char *auth = http_req_header(req, "authorization");
-
-    if (gw->admin_token[0] == '\0') {
-        http_respond_problem(req, 403, "admin-disabled", "Forbidden",
-                             "admin routes are disabled: no admin token is "
-                             "configured");
-        return false;
-    }
-    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0 ||
-        !token_equal(auth + 7, gw->admin_token)) {
-        http_set_header(req, "WWW-Authenticate",
-                        "Bearer realm=\"marquee-admin\"");
-        http_respond_problem(req, 401, "unauthorized", "Unauthorized",
-                             "admin routes need Authorization: Bearer with "
-                             "the admin token");
-        return false;
-    }
-    return true;
-}
 
 void gw_admin_list(struct http_req *req, void *app)
 {
@@ -52,7 +18,7 @@ void gw_admin_list(struct http_req *req, void *app)
     int64_t now = gw_now_ms();
     json_t *pools;
 
-    if (!admin_allowed(req, gw))
+    if (!http_req_admin_ok(req, gw->admin_token))
         return;
     pools = json_array();
     for (size_t k = 0; k < gw->npools; k++)
@@ -83,7 +49,7 @@ void gw_admin_put(struct http_req *req, void *app)
     char why[GW_ERR_MAX];
     int rc;
 
-    if (!admin_allowed(req, gw))
+    if (!http_req_admin_ok(req, gw->admin_token))
         return;
     p = gw_pool_find(gw, name);
     if (p == NULL) {

@@ -351,6 +351,15 @@ void http_respond_proxied(struct http_req *req, int status,
                           const struct http_header_kv *headers, size_t n,
                           const void *body, size_t len);
 
+/*
+ * Whether the request carries `Authorization: Bearer <token>` with the
+ * role's admin token.  When not, it answers 403 admin-disabled (token NULL
+ * or empty: admin routes are off) or 401 unauthorized with
+ * WWW-Authenticate, and returns false.  The comparison takes the same time
+ * whatever the token given.
+ */
+bool http_req_admin_ok(struct http_req *req, const char *token);
+
 /* Whether the request has been answered (or deferred). */
 bool http_req_answered(struct http_req *req);
 

@@ -9,45 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "base/err.h"
 #include "base/log.h"
 #include "domain/validate.h"
 #include "services/payment/internal.h"
-
-/* Constant time, so the token cannot be guessed byte by byte. */
-static bool token_equal(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    unsigned char diff = la != lb;
-
-    for (size_t i = 0; i < la; i++)
-        diff |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
-    return diff == 0;
-}
-
-static bool admin_allowed(struct http_req *req, const struct payment *p)
-{
-    const char *auth = http_req_header(req, "authorization");
-
-    if (p->admin_token[0] == '\0') {
-        http_respond_problem(req, 403, "admin-disabled", "Forbidden",
-                             "admin routes are disabled: no admin token is "
-                             "configured");
-        return false;
-    }
-    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0 ||
-        !token_equal(auth + 7, p->admin_token)) {
-        http_set_header(req, "WWW-Authenticate",
-                        "Bearer realm=\"marquee-admin\"");
-        http_respond_problem(req, 401, "unauthorized", "Unauthorized",
-                             "admin routes need Authorization: Bearer with "
-                             "the admin token");
-        return false;
-    }
-    return true;
-}
 
 /* --- /admin/provider ------------------------------------------------------ */
 
@@ -64,7 +30,7 @@ void pay_handle_get_provider(struct http_req *req, void *app)
     struct payment *p = app;
     struct provider_dials d;
 
-    if (!admin_allowed(req, p))
+    if (!http_req_admin_ok(req, p->admin_token))
         return;
     provider_get_dials(p->provider, &d);
     http_respond_json(req, 200, dials_json(&d));
@@ -124,7 +90,8 @@ void pay_handle_put_provider(struct http_req *req, void *app)
     int64_t n;
     json_t *body;
 
-    if (!admin_allowed(req, p) || (body = http_req_json(req)) == NULL)
+    if (!http_req_admin_ok(req, p->admin_token) ||
+        (body = http_req_json(req)) == NULL)
         return;
     provider_get_dials(p->provider, &d);
     jv_no_unknown(body, "", known, &e);
@@ -192,7 +159,7 @@ void pay_handle_ledger(struct http_req *req, void *app)
     bool match = true;
     int rc;
 
-    if (!admin_allowed(req, p))
+    if (!http_req_admin_ok(req, p->admin_token))
         goto out_json;
     if (t == NULL || t->conn == NULL || store_begin_read(t->conn) != ERR_OK) {
         http_respond_unavailable(req, PAY_RETRY_AFTER_S, "database error");
