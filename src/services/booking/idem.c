@@ -14,15 +14,12 @@
 #include <string.h>
 
 #include "base/err.h"
+#include "base/keyset.h"
 #include "base/log.h"
 #include "services/booking/internal.h"
 
-#define RUNNING_BUCKETS 4096
-
-struct running_key {
-    struct running_key *next;
-    char text[INV_CUSTOMER_MAX + BOOKING_IDEM_KEY_MAX + 2];
-};
+#define RUNNING_TEXT (INV_CUSTOMER_MAX + BOOKING_IDEM_KEY_MAX + 2)
+_Static_assert(RUNNING_TEXT - 1 <= KEYSET_TEXT_MAX, "keys fit the set");
 
 /* An answer to store after the fact: a refusal, or a change's answer that
  * its own write did not carry. */
@@ -47,9 +44,8 @@ struct idem_record {
 
 struct idem_running {
     _Atomic uint64_t filter[IDEM_FILTER_BITS / 64];
-    pthread_mutex_t lock;
-    struct running_key *buckets[RUNNING_BUCKETS];
-    size_t count;
+    struct keyset *keys;  /* "customer\nkey" of requests in flight */
+    pthread_mutex_t lock; /* guards pending */
     /* Records waiting to be written, many to a job: in a flash sale most
      * answers are refusals, and one write each would busy the writer. */
     struct idem_record *pending;
@@ -66,10 +62,15 @@ struct idem_running *idem_running_new(void)
 {
     struct idem_running *r = calloc(1, sizeof(*r));
 
-    if (r != NULL) {
-        pthread_mutex_init(&r->lock, NULL);
-        filter_owner = r;
+    if (r == NULL)
+        return NULL;
+    r->keys = keyset_new(BOOKING_IDEM_RUNNING_MAX);
+    if (r->keys == NULL) {
+        free(r);
+        return NULL;
     }
+    pthread_mutex_init(&r->lock, NULL);
+    filter_owner = r;
     return r;
 }
 
@@ -109,13 +110,7 @@ void idem_running_free(struct idem_running *r)
         free(r->pending);
         r->pending = next;
     }
-    for (size_t i = 0; i < RUNNING_BUCKETS; i++) {
-        while (r->buckets[i] != NULL) {
-            struct running_key *k = r->buckets[i];
-            r->buckets[i] = k->next;
-            free(k);
-        }
-    }
+    keyset_free(r->keys);
     pthread_mutex_destroy(&r->lock);
     if (filter_owner == r)
         filter_owner = NULL;
@@ -169,61 +164,10 @@ static bool filter_may_have(struct idem_running *r, const char *customer,
     return true;
 }
 
-static size_t bucket_of(const char *text)
-{
-    return (size_t)(fnv64(1469598103934665603ULL, text, strlen(text)) %
-                    RUNNING_BUCKETS);
-}
-
-/* Adds text; 1 added, 0 already there, -1 full. */
-static int running_add(struct idem_running *r, const char *text)
-{
-    size_t b = bucket_of(text);
-    int rc = 1;
-
-    pthread_mutex_lock(&r->lock);
-    for (struct running_key *k = r->buckets[b]; k != NULL; k = k->next)
-        if (strcmp(k->text, text) == 0)
-            rc = 0;
-    if (rc == 1 && r->count >= BOOKING_IDEM_RUNNING_MAX)
-        rc = -1;
-    if (rc == 1) {
-        struct running_key *k = calloc(1, sizeof(*k));
-        if (k == NULL) {
-            rc = -1;
-        } else {
-            snprintf(k->text, sizeof(k->text), "%s", text);
-            k->next = r->buckets[b];
-            r->buckets[b] = k;
-            r->count++;
-        }
-    }
-    pthread_mutex_unlock(&r->lock);
-    return rc;
-}
-
-static void running_remove(struct idem_running *r, const char *text)
-{
-    size_t b = bucket_of(text);
-
-    pthread_mutex_lock(&r->lock);
-    for (struct running_key **p = &r->buckets[b]; *p != NULL; p = &(*p)->next) {
-        if (strcmp((*p)->text, text) == 0) {
-            struct running_key *k = *p;
-            *p = k->next;
-            free(k);
-            r->count--;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&r->lock);
-}
-
 static void running_text(const char *customer, const char *key,
-                         char out[INV_CUSTOMER_MAX + BOOKING_IDEM_KEY_MAX + 2])
+                         char out[RUNNING_TEXT])
 {
-    snprintf(out, INV_CUSTOMER_MAX + BOOKING_IDEM_KEY_MAX + 2, "%s\n%s",
-             customer, key);
+    snprintf(out, RUNNING_TEXT, "%s\n%s", customer, key);
 }
 
 static bool key_ok(const char *key)
@@ -294,7 +238,7 @@ static bool replay(struct booking *b, struct http_req *req,
 bool idem_begin(struct booking *b, struct http_req *req, struct booking_op *op)
 {
     const char *key = http_req_header(req, "idempotency-key");
-    char text[INV_CUSTOMER_MAX + BOOKING_IDEM_KEY_MAX + 2];
+    char text[RUNNING_TEXT];
     size_t len;
     const char *body = http_req_body(req, &len);
 
@@ -321,7 +265,7 @@ bool idem_begin(struct booking *b, struct http_req *req, struct booking_op *op)
              (unsigned long long)h);
 
     running_text(op->customer, key, text);
-    int added = running_add(b->running, text);
+    int added = keyset_add(b->running->keys, text);
     if (added == 0) {
         http_respond_problem(req, 409, "idempotency-key-in-flight",
                              "Request in progress",
@@ -335,7 +279,7 @@ bool idem_begin(struct booking *b, struct http_req *req, struct booking_op *op)
     }
     if (filter_may_have(b->running, op->customer, key) &&
         replay(b, req, op, key)) {
-        running_remove(b->running, text);
+        keyset_remove(b->running->keys, text);
         return true;
     }
     snprintf(op->idem_key, sizeof(op->idem_key), "%s", key);
@@ -402,12 +346,12 @@ static int batch_apply(struct store_conn *c, void *arg)
 
 static void records_free(struct idem_running *run, struct idem_record *r)
 {
-    char text[INV_CUSTOMER_MAX + BOOKING_IDEM_KEY_MAX + 2];
+    char text[RUNNING_TEXT];
 
     while (r != NULL) {
         struct idem_record *next = r->next;
         running_text(r->customer, r->key, text);
-        running_remove(run, text);
+        keyset_remove(run->keys, text);
         free(r->response);
         free(r);
         r = next;
@@ -479,7 +423,7 @@ static char *problem_text(const struct booking_op *op)
 void idem_end(struct booking *b, struct booking_op *op)
 {
     struct idem_running *run = b->running;
-    char text[INV_CUSTOMER_MAX + BOOKING_IDEM_KEY_MAX + 2];
+    char text[RUNNING_TEXT];
     struct idem_record *full = NULL;
 
     if (op->idem_key[0] == '\0')
@@ -490,7 +434,7 @@ void idem_end(struct booking *b, struct booking_op *op)
      * later. */
     if (op->idem_stored || op->status == 503 || op->status == 504 ||
         op->status == 404 || op->status == 0) {
-        running_remove(run, text);
+        keyset_remove(run->keys, text);
         return;
     }
     struct idem_record *r = calloc(1, sizeof(*r));
@@ -500,7 +444,7 @@ void idem_end(struct booking *b, struct booking_op *op)
                           : strdup(op->response ? op->response : "{}");
     if (r == NULL || r->response == NULL) {
         free(r);
-        running_remove(run, text);
+        keyset_remove(run->keys, text);
         return;
     }
     memcpy(r->customer, op->customer, sizeof(r->customer));

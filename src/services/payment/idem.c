@@ -10,52 +10,19 @@
  * gets 409 at once.  Keys belong to a scope, the collection they create
  * in ("charges", "refunds"), and live PAY_IDEM_TTL_MS.
  */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/err.h"
+#include "base/keyset.h"
 #include "base/log.h"
 #include "services/payment/internal.h"
 
-#define RUNNING_BUCKETS 4096
-#define RUNNING_TEXT    (16 + PAY_KEY_MAX + 2) /* "scope\nkey" */
+#define RUNNING_TEXT (16 + PAY_KEY_MAX + 2) /* "scope\nkey" */
+_Static_assert(RUNNING_TEXT - 1 <= KEYSET_TEXT_MAX, "keys fit the set");
 
-struct running_key {
-    struct running_key *next;
-    char text[RUNNING_TEXT];
-};
-
-struct pay_running {
-    pthread_mutex_t lock;
-    struct running_key *buckets[RUNNING_BUCKETS];
-    size_t count;
-};
-
-struct pay_running *pay_running_new(void)
-{
-    struct pay_running *r = calloc(1, sizeof(*r));
-
-    if (r != NULL)
-        pthread_mutex_init(&r->lock, NULL);
-    return r;
-}
-
-void pay_running_free(struct pay_running *r)
-{
-    if (r == NULL)
-        return;
-    for (size_t i = 0; i < RUNNING_BUCKETS; i++) {
-        while (r->buckets[i] != NULL) {
-            struct running_key *k = r->buckets[i];
-            r->buckets[i] = k->next;
-            free(k);
-        }
-    }
-    pthread_mutex_destroy(&r->lock);
-    free(r);
-}
+#define FNV_START 1469598103934665603ULL
 
 static uint64_t fnv64(uint64_t h, const void *p, size_t n)
 {
@@ -64,57 +31,6 @@ static uint64_t fnv64(uint64_t h, const void *p, size_t n)
     for (size_t i = 0; i < n; i++)
         h = (h ^ s[i]) * 1099511628211ULL;
     return h;
-}
-
-#define FNV_START 1469598103934665603ULL
-
-static size_t bucket_of(const char *text)
-{
-    return (size_t)(fnv64(FNV_START, text, strlen(text)) % RUNNING_BUCKETS);
-}
-
-/* Adds text; 1 added, 0 already there, -1 full. */
-static int running_add(struct pay_running *r, const char *text)
-{
-    size_t b = bucket_of(text);
-    int rc = 1;
-
-    pthread_mutex_lock(&r->lock);
-    for (struct running_key *k = r->buckets[b]; k != NULL; k = k->next)
-        if (strcmp(k->text, text) == 0)
-            rc = 0;
-    if (rc == 1 && r->count >= PAY_RUNNING_MAX)
-        rc = -1;
-    if (rc == 1) {
-        struct running_key *k = calloc(1, sizeof(*k));
-        if (k == NULL) {
-            rc = -1;
-        } else {
-            snprintf(k->text, sizeof(k->text), "%s", text);
-            k->next = r->buckets[b];
-            r->buckets[b] = k;
-            r->count++;
-        }
-    }
-    pthread_mutex_unlock(&r->lock);
-    return rc;
-}
-
-static void running_remove(struct pay_running *r, const char *text)
-{
-    size_t b = bucket_of(text);
-
-    pthread_mutex_lock(&r->lock);
-    for (struct running_key **p = &r->buckets[b]; *p != NULL; p = &(*p)->next) {
-        if (strcmp((*p)->text, text) == 0) {
-            struct running_key *k = *p;
-            *p = k->next;
-            free(k);
-            r->count--;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&r->lock);
 }
 
 static void running_text(const struct pay_op *op, char out[RUNNING_TEXT])
@@ -223,7 +139,7 @@ bool pay_idem_begin(struct payment *p, struct http_req *req, struct pay_op *op)
              (unsigned long long)h);
 
     running_text(op, text);
-    int added = running_add(p->running, text);
+    int added = keyset_add(p->running, text);
     if (added == 0) {
         http_respond_problem(req, 409, "idempotency-key-in-flight",
                              "Request in progress",
@@ -239,7 +155,7 @@ bool pay_idem_begin(struct payment *p, struct http_req *req, struct pay_op *op)
         return true;
     }
     if (replay(p, req, op)) {
-        running_remove(p->running, text);
+        keyset_remove(p->running, text);
         op->key[0] = '\0';
         return true;
     }
@@ -253,7 +169,7 @@ void pay_idem_end(struct payment *p, struct pay_op *op)
     if (op->key[0] == '\0')
         return;
     running_text(op, text);
-    running_remove(p->running, text);
+    keyset_remove(p->running, text);
     op->key[0] = '\0';
 }
 

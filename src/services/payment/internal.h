@@ -37,7 +37,7 @@
 #define PAY_OUTAGE_RETRY_S 5 /* the provider is down */
 #define PAY_DETAIL_MAX     256
 
-struct pay_running;
+struct keyset;
 struct metrics_series;
 
 struct pay_metrics {
@@ -50,7 +50,7 @@ struct payment {
     struct clock *clock;
     struct http_server *server;
     struct provider *provider;
-    struct pay_running *running;
+    struct keyset *running;  /* Idempotency-Keys in flight */
     const char *admin_token; /* "" disables /admin/ */
     atomic_bool closing;     /* the server's run has returned */
     struct pay_metrics metrics;
@@ -136,8 +136,6 @@ void pay_new_id(struct rand *rng, const char *prefix, char out[PAY_ID_LEN]);
 bool pay_id_ok(const char *id, const char *prefix);
 
 /* idem.c: Idempotency-Key. */
-struct pay_running *pay_running_new(void);
-void pay_running_free(struct pay_running *r);
 /*
  * On the request thread, after the body was checked: true when the
  * request was answered (no key or a bad one, a replay, a key in flight, a

@@ -9,6 +9,7 @@
 
 #include "base/config.h"
 #include "base/err.h"
+#include "base/keyset.h"
 #include "base/log.h"
 #include "base/program.h"
 #include "services/payment/internal.h"
@@ -189,7 +190,7 @@ int payment_main(int argc, char **argv)
                   err_name(rc));
         goto out_config;
     }
-    p.running = pay_running_new();
+    p.running = keyset_new(PAY_RUNNING_MAX);
     if (p.running == NULL) {
         log_error("payment", "start_failed error=%s", err_name(ERR_NOMEM));
         goto out_store;
@@ -210,7 +211,7 @@ int payment_main(int argc, char **argv)
 out_store:
     /* The writer's last done callbacks still end keys in flight. */
     store_close(p.store);
-    pay_running_free(p.running);
+    keyset_free(p.running);
 out_config:
     config_free(&cfg);
     return exit_code;
