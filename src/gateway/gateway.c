@@ -88,7 +88,7 @@ static const char *const gw_methods[] = {"GET", "POST", "PUT", "PATCH",
 
 #define GW_METHODS      (sizeof(gw_methods) / sizeof(gw_methods[0]))
 #define GW_CATCH_ALL    (GW_METHODS * (GW_PATH_DEPTH_MAX + 1))
-#define GW_ADMIN_ROUTES 2
+#define GW_ADMIN_ROUTES 3
 #define GW_PATTERN_MAX  (GW_PATH_DEPTH_MAX * 5 + 2)
 
 static bool path_under(const char *path, const char *dir)
@@ -263,6 +263,9 @@ static void static_dir_resolve(struct gateway *gw, const char *dir)
     }
 }
 
+/* ops.c: the dashboard's summary (to move into internal.h). */
+void gw_ops_summary(struct http_req *req, void *app);
+
 /* The admin routes, then one {segment} pattern per method and depth. */
 static size_t build_routes(struct http_route *routes,
                            char patterns[][GW_PATTERN_MAX])
@@ -272,6 +275,8 @@ static size_t build_routes(struct http_route *routes,
     routes[n++] = (struct http_route){"GET", "/admin/pools", gw_admin_list};
     routes[n++] =
         (struct http_route){"PUT", "/admin/pools/{name}", gw_admin_put};
+    routes[n++] =
+        (struct http_route){"GET", "/admin/ops/summary", gw_ops_summary};
     for (size_t d = 0; d <= GW_PATH_DEPTH_MAX; d++) {
         char *p = patterns[d];
         size_t len = 0;
