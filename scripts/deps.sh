@@ -15,6 +15,8 @@ packages=(
     sqlite3 curl
     # tests: tests/run.py, the integration suites, the API lint
     python3 python3-yaml python3-jsonschema nodejs npm
+    # tests: the ops dashboard is opened in headless Chromium (playwright-core)
+    chromium
     # tests: a real Prometheus scrapes the services; promtool and amtool
     # check the alert rules and the Alertmanager configuration
     prometheus prometheus-alertmanager
