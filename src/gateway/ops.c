@@ -28,7 +28,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "base/err.h"
@@ -491,42 +490,6 @@ static json_t *shows_json(void)
 
 /* --- the endpoint -------------------------------------------------------- */
 
-/* Constant time, so the token cannot be guessed byte by byte (as admin.c,
- * whose check is file-local). */
-static bool token_equal(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    unsigned char diff = la != lb;
-
-    for (size_t i = 0; i < la; i++)
-        diff |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
-    return diff == 0;
-}
-
-/* The same answers as the other /admin/ routes: 403 without a token
- * configured, 401 without the right bearer. */
-static bool ops_allowed(struct http_req *req, const struct gateway *gw)
-{
-    const char *auth = http_req_header(req, "authorization");
-
-    if (gw->admin_token[0] == '\0') {
-        http_respond_problem(req, 403, "admin-disabled", "Forbidden",
-                             "admin routes are disabled: no admin token is "
-                             "configured");
-        return false;
-    }
-    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0 ||
-        !token_equal(auth + 7, gw->admin_token)) {
-        http_set_header(req, "WWW-Authenticate",
-                        "Bearer realm=\"marquee-admin\"");
-        http_respond_problem(req, 401, "unauthorized", "Unauthorized",
-                             "admin routes need Authorization: Bearer with "
-                             "the admin token");
-        return false;
-    }
-    return true;
-}
-
 static int64_t wall_ms(void)
 {
     struct timespec ts;
@@ -546,7 +509,7 @@ void gw_ops_summary(struct http_req *req, void *app)
     int64_t ids[OPS_SHOWS_MAX];
     json_t *out, *pools, *latency, *shows, *window;
 
-    if (!ops_allowed(req, gw))
+    if (!http_req_admin_ok(req, gw->admin_token))
         return;
     if (totals_read(&t) != ERR_OK) {
         http_respond_unavailable(req, 1, "the gateway cannot read its metrics");
