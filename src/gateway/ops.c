@@ -322,7 +322,7 @@ static json_t *latency_json(const uint64_t *count, const struct ops_snap *base)
         /* A counter never goes down; guard against a torn read anyway. */
         delta[i] = count[i] >= b ? count[i] - b : 0;
     }
-    for (size_t k = 0; k < 3; k++) {
+    for (size_t k = 0; k < sizeof(qs) / sizeof(qs[0]); k++) {
         double ms = quantile_ms(delta, qs[k]);
         json_object_set_new(out, names[k],
                             ms < 0 ? json_null()
