@@ -81,6 +81,9 @@ static const struct config_key gw_keys[] = {
      * (and a TIME-WAIT socket) for every call past them. */
     {"gateway.max_idle", CONFIG_INT, "64", 1, HTTP_UPSTREAM_IDLE_MAX,
      "idle keep-alive connections per instance and loop thread"},
+    {"gateway.ops_shows", CONFIG_STRING, "1", 0, 0,
+     "shows whose held and sold seats the ops dashboard follows, "
+     "comma-separated ids, at most 16"},
 };
 
 static const char *const gw_methods[] = {"GET", "POST", "PUT", "PATCH",
@@ -263,9 +266,6 @@ static void static_dir_resolve(struct gateway *gw, const char *dir)
     }
 }
 
-/* ops.c: the dashboard's summary (to move into internal.h). */
-void gw_ops_summary(struct http_req *req, void *app);
-
 /* The admin routes, then one {segment} pattern per method and depth. */
 static size_t build_routes(struct http_route *routes,
                            char patterns[][GW_PATTERN_MAX])
@@ -346,6 +346,14 @@ int gateway_main(int argc, char **argv)
     gw->spec = calloc(1, sizeof(*gw->spec));
     if (gw->spec == NULL || read_keys(gw, &cfg) != ERR_OK)
         goto out_gateway;
+    if (gw_ops_configure(config_str(&cfg, "gateway.ops_shows")) != ERR_OK) {
+        char shown[GW_ERR_MAX];
+        const char *v = config_str(&cfg, "gateway.ops_shows");
+        log_error("gateway",
+                  "bad_config key=gateway.ops_shows value=\"%s\" expected=ids",
+                  gw_log_text(v, shown, sizeof(shown)));
+        goto out_gateway;
+    }
     rc = gw_spec_load(config_str(&cfg, "gateway.routes"), gw->spec, err,
                       sizeof(err));
     if (rc != ERR_OK) {

@@ -335,6 +335,20 @@ void gw_static_serve(struct http_req *req, const struct gateway *gw);
 /* The Content-Type for a file name, by extension. */
 const char *gw_static_type(const char *name);
 
+/* --- ops.c -------------------------------------------------------------- */
+
+/* The handler of GET /admin/ops/summary, the ops dashboard's data (app: the
+ * gateway); docs/api/gateway.yaml describes the answer. */
+void gw_ops_summary(struct http_req *req, void *app);
+
+/*
+ * The shows whose seats the summary carries, from gateway.ops_shows
+ * ("1,7,12": at most OPS_SHOWS_MAX positive ids), at start-up before the
+ * server runs; without a call, show 1.  ERR_OK, or ERR_INVALID (and the
+ * list kept) for a bad list.
+ */
+int gw_ops_configure(const char *shows);
+
 /* --- admin.c ------------------------------------------------------------ */
 
 void gw_admin_list(struct http_req *req, void *app);

@@ -49,21 +49,6 @@
 #define OPS_REQUESTS "marquee_http_requests_total{"
 #define OPS_BUCKET   "marquee_http_request_duration_seconds_bucket{"
 
-/*
- * Declared here until internal.h carries them (gateway.c declares the
- * handler beside its route).
- *
- * gw_ops_summary: the handler of GET /admin/ops/summary (app: the
- * gateway); docs/api/gateway.yaml describes the answer.
- *
- * gw_ops_configure: the shows whose seats the summary carries, from
- * gateway.ops_shows ("1,7,12": at most OPS_SHOWS_MAX positive ids), at
- * start-up before the server runs; without a call, show 1.  Returns
- * ERR_OK, or ERR_INVALID (and keeps the list) for a bad list.
- */
-void gw_ops_summary(struct http_req *req, void *app);
-int gw_ops_configure(const char *shows);
-
 struct ops_show {
     int64_t id;
     bool known; /* held, sold and free came from booking */
