@@ -63,6 +63,7 @@ cat <<INFO
 
 Marquee, with demo data (Ctrl-C stops it):
   gateway  $gateway   the public door: $gateway/ in a browser
+           ops dashboard: $gateway/ops/#token=$token
   catalog  $catalog   (admin routes take -H 'Authorization: Bearer $token')
   booking  $booking
   payment  $payment   (called by services, not routed by the gateway)
