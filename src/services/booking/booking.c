@@ -12,6 +12,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "base/program.h"
+#include "mq/mq.h"
 #include "services/booking/booking.h"
 #include "services/booking/internal.h"
 
@@ -36,6 +37,10 @@ static const struct config_key booking_keys[] = {
      "how often expired holds are ended"},
     {"booking.audit_interval_ms", CONFIG_INT, "10000", 100, 3600000,
      "how often the database is searched for a seat held twice"},
+    {"booking.events", CONFIG_STRING, "", 0, 0,
+     "how show events arrive: queue (consumed from mq.path) or http "
+     "(POSTed by the catalog); empty: queue when mq.path is set, else http"},
+    MQ_CONFIG_KEYS,
 };
 
 static const struct http_route booking_routes[] = {
@@ -113,6 +118,49 @@ static void booking_init(struct booking *b, const struct config *cfg)
     pthread_mutex_init(&b->loaded_lock, NULL);
 }
 
+/* True when the key's value came from anywhere but its default. */
+static bool key_given(const struct config *cfg, const char *key)
+{
+    for (size_t i = 0; i < cfg->nkeys; i++)
+        if (strcmp(cfg->keys[i].name, key) == 0)
+            return strcmp(cfg->values[i].source, "default") != 0;
+    return false;
+}
+
+/* Whether show events come from the queue; ERR_CONFIG for a bad value. */
+static int events_from_queue(const struct config *cfg, bool *queue)
+{
+    const char *how = config_str(cfg, "booking.events");
+
+    if (how[0] == '\0') {
+        *queue = key_given(cfg, "mq.path");
+        return ERR_OK;
+    }
+    *queue = strcmp(how, "queue") == 0;
+    if (*queue || strcmp(how, "http") == 0)
+        return ERR_OK;
+    log_error("config",
+              "bad_value key=booking.events value=\"%.64s\" "
+              "reason=\"expected queue or http\"",
+              how);
+    return ERR_CONFIG;
+}
+
+/* Starts the queue's consumer if show events come that way. */
+static int start_consumer(struct booking *b, const struct config *cfg)
+{
+    struct mq_config mc;
+    bool queue;
+    int rc = events_from_queue(cfg, &queue);
+
+    if (rc != ERR_OK || !queue)
+        return rc;
+    mq_config_from(&mc, cfg);
+    program_make_parent_dir(mc.path);
+    b->consumer = booking_consumer_start(b, &mc);
+    return b->consumer != NULL ? ERR_OK : ERR_CONFIG;
+}
+
 static int serve(struct booking *b, const struct config *cfg)
 {
     struct http_server_config hc;
@@ -136,7 +184,14 @@ static int serve(struct booking *b, const struct config *cfg)
         http_server_free(b->server);
         return ERR_SYS;
     }
+    if ((rc = start_consumer(b, cfg)) != ERR_OK) {
+        booking_fetcher_stop(b->fetcher);
+        http_server_free(b->server);
+        return rc;
+    }
     rc = http_server_run(b->server);
+    /* The consumer waits for the refreshes it asked the fetcher for. */
+    booking_consumer_stop(b->consumer);
     booking_fetcher_stop(b->fetcher);
     idem_flush(b); /* answers given in the last moments */
     http_server_free(b->server);

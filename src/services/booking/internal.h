@@ -36,7 +36,9 @@
 #define BOOKING_SEATMAPS_MAX          4096 /* distinct layouts shared */
 
 struct booking_fetcher;
+struct booking_consumer;
 struct booking_auditor;
+struct mq_config;
 struct seatmap_cache;
 struct idem_running;
 struct metrics_series;
@@ -59,6 +61,7 @@ struct booking {
     int64_t max_hold_life_ms;
     const char *catalog_url;
     struct booking_fetcher *fetcher;
+    struct booking_consumer *consumer; /* NULL unless booking.events=queue */
     struct idem_running *running;
     struct booking_auditor *auditor;
     struct booking_metrics metrics;
@@ -167,6 +170,25 @@ struct show_inv *booking_show_for(struct booking_thread *t,
                                   struct booking_op *op);
 void booking_run_op(struct booking_thread *t, struct booking_op *op);
 void booking_handle_show_event(struct http_req *req, void *app);
+
+/*
+ * What came of a refresh: rc is ERR_OK (the owner has the show, at the
+ * catalog version `version`), ERR_NOTFOUND (the catalog has no such show),
+ * ERR_IO (the catalog could not be read), ERR_NOMEM, or ERR_CLOSED (the
+ * server stopped before the owner could take it).  Runs on the owner
+ * thread, or on the fetcher thread when the owner is gone; must not block.
+ */
+typedef void (*booking_refresh_done_fn)(void *arg, int rc, int64_t version);
+
+/*
+ * Queues a re-read of the show from the catalog, as a show event asks:
+ * the fetcher reads it and posts it to its owner, which installs it or
+ * takes its new state (cancelled, times).  done (may be NULL) is called
+ * exactly once afterwards if this returns true; false means the fetch
+ * queue is full or stopping, and done is never called.  Any thread.
+ */
+bool booking_show_refresh(struct booking *b, int64_t show_id,
+                          booking_refresh_done_fn done, void *done_arg);
 void booking_handle_seats(struct http_req *req, void *app);
 void booking_op_seats(struct booking_thread *t, struct booking_op *op,
                       struct show_inv *inv);
@@ -186,6 +208,22 @@ void booking_op_release(struct booking_thread *t, struct booking_op *op,
 void booking_op_extend(struct booking_thread *t, struct booking_op *op,
                        struct show_inv *inv);
 void booking_sweep(struct booking_thread *t, int64_t now_ms);
+
+/* events_consumer.c: show events from the message queue. */
+#define BOOKING_EVENTS_QUEUE     "booking.shows"
+#define BOOKING_EVENTS_BATCH_MAX 32   /* messages claimed at once */
+#define BOOKING_EVENTS_IDLE_MS   250  /* wait after an empty claim */
+#define BOOKING_EVENTS_RETRY_MS  2000 /* nack delay, and after a queue error */
+#define BOOKING_EVENTS_DEPTH_MS  2000 /* how often the depth gauges move */
+/*
+ * Opens the queue of cfg, declares BOOKING_EVENTS_QUEUE bound to "show.*"
+ * and starts the consumer thread; call after the server and the fetcher
+ * exist.  NULL on failure (logged).  Stop it before the fetcher: it waits
+ * for the refreshes it asked for.
+ */
+struct booking_consumer *booking_consumer_start(struct booking *b,
+                                                const struct mq_config *cfg);
+void booking_consumer_stop(struct booking_consumer *c);
 
 /* audit.c */
 void booking_metrics_setup(struct booking_metrics *bm);

@@ -371,12 +371,20 @@ int booking_load_all(struct booking *b)
 
 /* --- fetching from the catalog ------------------------------------------ */
 
+/* A show to fetch, and who to tell once its owner has it (done may be
+ * NULL: nobody waits). */
+struct fetch_item {
+    int64_t show_id;
+    booking_refresh_done_fn done;
+    void *done_arg;
+};
+
 struct booking_fetcher {
     struct booking *b;
     pthread_t tid;
     pthread_mutex_t lock;
     pthread_cond_t wake;
-    int64_t queue[BOOKING_FETCH_QUEUE_MAX];
+    struct fetch_item queue[BOOKING_FETCH_QUEUE_MAX];
     size_t head, count;
     bool stopping;
     struct store_conn *conn;
@@ -388,15 +396,18 @@ struct fetch_result {
     int64_t show_id;
     enum fetch_outcome outcome;
     struct show_inv *inv;
+    booking_refresh_done_fn done;
+    void *done_arg;
 };
 
-static bool fetcher_enqueue(struct booking_fetcher *f, int64_t show_id)
+static bool fetcher_enqueue(struct booking_fetcher *f,
+                            const struct fetch_item *it)
 {
     bool ok = false;
 
     pthread_mutex_lock(&f->lock);
     if (!f->stopping && f->count < BOOKING_FETCH_QUEUE_MAX) {
-        f->queue[(f->head + f->count) % BOOKING_FETCH_QUEUE_MAX] = show_id;
+        f->queue[(f->head + f->count) % BOOKING_FETCH_QUEUE_MAX] = *it;
         f->count++;
         ok = true;
         pthread_cond_signal(&f->wake);
@@ -545,6 +556,25 @@ static enum fetch_outcome fetch_show(struct booking_fetcher *f, int64_t id,
     return outcome;
 }
 
+/* Tells whoever waits for the fetch what came of it, then frees r. */
+static void fetch_result_end(struct fetch_result *r, int rc, int64_t version)
+{
+    if (r->done != NULL)
+        r->done(r->done_arg, rc, version);
+    inv_free(r->inv);
+    free(r);
+}
+
+static int fetch_rc(enum fetch_outcome outcome)
+{
+    switch (outcome) {
+    case FETCH_OK: return ERR_OK;
+    case FETCH_MISSING: return ERR_NOTFOUND;
+    case FETCH_FAILED: break;
+    }
+    return ERR_IO;
+}
+
 /* On the owner: installs or refreshes the show, then runs its waiters. */
 static void on_fetched(void *thread_data, void *arg)
 {
@@ -555,13 +585,14 @@ static void on_fetched(void *thread_data, void *arg)
     if (e == NULL && r->outcome == FETCH_OK)
         e = table_add(t, r->show_id);
     if (e == NULL) {
-        inv_free(r->inv);
-        free(r);
+        int rc = r->outcome == FETCH_OK ? ERR_NOMEM : fetch_rc(r->outcome);
+        fetch_result_end(r, rc, 0);
         return;
     }
     e->fetching = false;
     if (r->outcome == FETCH_OK && e->inv == NULL) {
         e->inv = r->inv;
+        r->inv = NULL;
         log_debug("booking", "show_installed show=%lld seats=%u",
                   (long long)r->show_id, e->inv->map->nseats);
     } else if (r->outcome == FETCH_OK) {
@@ -572,7 +603,6 @@ static void on_fetched(void *thread_data, void *arg)
         e->inv->hold_seconds = r->inv->hold_seconds;
         e->inv->no_orphan = r->inv->no_orphan;
         e->inv->version++;
-        inv_free(r->inv);
     } else if (r->outcome == FETCH_MISSING) {
         e->missing_until_ms =
             clock_wall_ms(t->b->clock) + BOOKING_MISSING_RETRY_MS;
@@ -593,7 +623,8 @@ static void on_fetched(void *thread_data, void *arg)
         }
         op = next;
     }
-    free(r);
+    fetch_result_end(r, fetch_rc(r->outcome),
+                     e->inv != NULL ? e->inv->catalog_version : 0);
 }
 
 static void *fetcher_main(void *arg)
@@ -608,21 +639,26 @@ static void *fetcher_main(void *arg)
             pthread_mutex_unlock(&f->lock);
             break;
         }
-        int64_t id = f->queue[f->head];
+        struct fetch_item it = f->queue[f->head];
         f->head = (f->head + 1) % BOOKING_FETCH_QUEUE_MAX;
         f->count--;
         pthread_mutex_unlock(&f->lock);
 
         struct fetch_result *r = calloc(1, sizeof(*r));
-        if (r == NULL)
+        if (r == NULL) {
+            if (it.done != NULL)
+                it.done(it.done_arg, ERR_NOMEM, 0);
+            http_server_release(f->b->server);
             continue;
-        r->show_id = id;
-        r->outcome = fetch_show(f, id, &r->inv);
-        int owner = booking_owner(f->b, id);
-        if (!http_server_post(f->b->server, owner, on_fetched, r)) {
-            inv_free(r->inv);
-            free(r);
         }
+        r->show_id = it.show_id;
+        r->done = it.done;
+        r->done_arg = it.done_arg;
+        r->outcome = fetch_show(f, it.show_id, &r->inv);
+        int owner = booking_owner(f->b, it.show_id);
+        /* Shutting down: the waiter still hears back, from here. */
+        if (!http_server_post(f->b->server, owner, on_fetched, r))
+            fetch_result_end(r, ERR_CLOSED, 0);
         http_server_release(f->b->server);
     }
     return NULL;
@@ -663,13 +699,22 @@ void booking_fetcher_stop(struct booking_fetcher *f)
 }
 
 /* Queues a fetch, holding the server so shutdown waits for its answer. */
-static bool fetch_later(struct booking *b, int64_t show_id)
+static bool fetch_later(struct booking *b, int64_t show_id,
+                        booking_refresh_done_fn done, void *done_arg)
 {
+    struct fetch_item it = {show_id, done, done_arg};
+
     http_server_hold(b->server);
-    if (fetcher_enqueue(b->fetcher, show_id))
+    if (fetcher_enqueue(b->fetcher, &it))
         return true;
     http_server_release(b->server);
     return false;
+}
+
+bool booking_show_refresh(struct booking *b, int64_t show_id,
+                          booking_refresh_done_fn done, void *done_arg)
+{
+    return fetch_later(b, show_id, done, done_arg);
 }
 
 struct show_inv *booking_show_for(struct booking_thread *t,
@@ -692,7 +737,7 @@ struct show_inv *booking_show_for(struct booking_thread *t,
         return NULL;
     }
     if (e->nwaiters >= BOOKING_WAITERS_MAX ||
-        (!e->fetching && !fetch_later(t->b, op->show_id))) {
+        (!e->fetching && !fetch_later(t->b, op->show_id, NULL, NULL))) {
         booking_op_fail(op, 503, "unavailable", "Service unavailable",
                         "too many shows are being fetched");
         booking_op_finish(op);
@@ -727,8 +772,9 @@ void booking_handle_show_event(struct http_req *req, void *app)
             json_pack("{s:o}", "errors", verr_to_json(&e)));
         return;
     }
-    /* The event is a hint: the show itself is read from the catalog. */
-    if (!fetch_later(b, show_id)) {
+    /* The event is a hint: the show itself is read from the catalog.  The
+     * queue's consumer (events_consumer.c) takes the same path. */
+    if (!booking_show_refresh(b, show_id, NULL, NULL)) {
         http_respond_unavailable(req, 1, "too many shows are being fetched");
         return;
     }

@@ -513,6 +513,26 @@ static int show_references(struct catalog_write *w, struct store_conn *c,
     return rc;
 }
 
+/*
+ * With the outbox backend, the show's event is written by the same job as
+ * the change: both commit, or neither does.  The event carries the
+ * version just written, read back in w->result.
+ */
+static int add_show_event(struct catalog_write *w, struct store_conn *c,
+                          const char *type)
+{
+    struct show_event ev = {.type = type};
+
+    if (!show_events_uses_outbox(&w->cat->events))
+        return ERR_OK;
+    ev.show_id = json_integer_value(json_object_get(w->result, "id"));
+    ev.version = json_integer_value(json_object_get(w->result, "version"));
+    int rc = show_events_outbox_add(c, &ev, clock_wall_ms(w->cat->clock));
+    if (rc != ERR_OK)
+        fail(w, 503, "unavailable", "the show's event could not be stored");
+    return rc;
+}
+
 static int apply_show(struct catalog_write *w, struct store_conn *c)
 {
     struct layout_summary sum;
@@ -567,8 +587,9 @@ static int apply_show(struct catalog_write *w, struct store_conn *c)
     free(prices);
     if (rc != ERR_OK)
         return rc;
-    w->result = catalog_show_get(c, id);
-    return ERR_OK;
+    if ((w->result = catalog_show_get(c, id)) == NULL)
+        return ERR_OK; /* catalog_write_apply answers 503 */
+    return add_show_event(w, c, SHOW_EVENT_SCHEDULED);
 }
 
 static const char SQL_SHOW_STATE[] =
@@ -612,7 +633,9 @@ static int apply_cancel(struct catalog_write *w, struct store_conn *c)
             return rc;
     }
     w->result = catalog_show_get(c, w->parent_id);
-    return ERR_OK;
+    if (cancelled || w->result == NULL)
+        return ERR_OK;
+    return add_show_event(w, c, SHOW_EVENT_CANCELLED);
 }
 
 int catalog_write_apply(struct store_conn *c, void *arg)

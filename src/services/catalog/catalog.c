@@ -11,6 +11,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "base/program.h"
+#include "mq/mq.h"
 #include "services/catalog/catalog.h"
 #include "services/catalog/internal.h"
 
@@ -29,6 +30,11 @@ static const struct config_key catalog_keys[] = {
     {"catalog.notify_urls", CONFIG_STRING, "", 0, 0,
      "comma-separated base URLs (http://host:port) told of show events; "
      "empty: none"},
+    {"catalog.events", CONFIG_STRING, "", 0, 0,
+     "how show events leave: outbox (to the queue at mq.path) or "
+     "http-notify (to catalog.notify_urls); empty: outbox when mq.path is "
+     "set, else http-notify"},
+    MQ_CONFIG_KEYS,
 };
 
 static const struct http_route catalog_routes[] = {
@@ -82,6 +88,41 @@ static void catalog_thread_stop(void *app, void *data)
     free(t);
 }
 
+/* True when the key's value came from anywhere but its default. */
+static bool key_given(const struct config *cfg, const char *key)
+{
+    for (size_t i = 0; i < cfg->nkeys; i++)
+        if (strcmp(cfg->keys[i].name, key) == 0)
+            return strcmp(cfg->values[i].source, "default") != 0;
+    return false;
+}
+
+/* Opens the show events backend that catalog.events names. */
+static int open_events(struct catalog *cat, const struct config *cfg)
+{
+    const char *how = config_str(cfg, "catalog.events");
+    const char *urls = config_str(cfg, "catalog.notify_urls");
+    struct mq_config mc;
+
+    if (how[0] == '\0')
+        how = key_given(cfg, "mq.path") ? "outbox" : "http-notify";
+    if (strcmp(how, "http-notify") == 0)
+        return show_events_http_open(urls, &cat->events);
+    if (strcmp(how, "outbox") != 0) {
+        log_error("config",
+                  "bad_value key=catalog.events value=\"%.64s\" "
+                  "reason=\"expected outbox or http-notify\"",
+                  how);
+        return ERR_CONFIG;
+    }
+    if (urls[0] != '\0')
+        log_warn("catalog", "notify_urls_ignored reason=\"catalog.events is "
+                            "outbox: subscribers consume the queue\"");
+    mq_config_from(&mc, cfg);
+    program_make_parent_dir(mc.path);
+    return show_events_outbox_open(cat->store, &mc, &cat->events);
+}
+
 int catalog_main(int argc, char **argv)
 {
     struct config cfg;
@@ -108,15 +149,14 @@ int catalog_main(int argc, char **argv)
     cat.clock = clock_system();
     cat.admin_token = config_str(&cfg, "catalog.admin_token");
     cat.cache_enabled = config_bool(&cfg, "catalog.cache");
-    rc = show_events_http_open(config_str(&cfg, "catalog.notify_urls"),
-                               &cat.events);
-    if (rc != ERR_OK)
-        goto out_store;
 
+    /* Before the events open: demo shows are not announced (demo.c). */
     if (config_bool(&cfg, "catalog.demo") &&
         catalog_demo_load(&cat, config_str(&cfg, "catalog.demo_file")) !=
             ERR_OK)
-        goto out_events;
+        goto out_store;
+    if (open_events(&cat, &cfg) != ERR_OK)
+        goto out_store;
 
     http_server_config_from(&hc, &cfg, "catalog");
     hc.app = &cat;

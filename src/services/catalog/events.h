@@ -6,16 +6,23 @@
  * reads the show itself from GET /v1/shows/{id}, and fetches unknown shows
  * on demand anyway, so a lost event delays it and breaks nothing.
  *
- * One backend exists now, "http-notify": a notifier thread with a bounded
- * queue that POSTs each event to every subscriber's
- * /internal/v1/show-events.  Delivery is best effort: at least once per
- * subscriber while the process lives, lost on a crash or when the queue is
- * full.  The message queue with a transactional outbox will be another
- * backend of the same table.  docs/internals/catalog.md has the details.
+ * Two backends:
+ *   - "outbox" (outbox.c): the write that changes a show also inserts the
+ *     event into the `outbox` table, in the same transaction
+ *     (show_events_outbox_add); a relay thread publishes unsent rows to
+ *     the message queue (src/mq) in order and marks them sent once the
+ *     queue confirmed.  Nothing committed is lost, by crash or outage;
+ *     a crash between publish and mark re-sends, and the queue drops the
+ *     copy by its message id.  publish() only wakes the relay.
+ *   - "http-notify" (events.c): a notifier thread with a bounded queue
+ *     that POSTs each event to every subscriber's /internal/v1/show-events.
+ *     Best effort: lost on a crash or when the queue is full.
+ * docs/internals/catalog.md has the details.
  */
 #ifndef MARQUEE_SERVICES_CATALOG_EVENTS_H
 #define MARQUEE_SERVICES_CATALOG_EVENTS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #define CATALOG_EVENTS_QUEUE_MAX       4096 /* events waiting; more dropped */
@@ -28,6 +35,15 @@
 /* After close() is called, how long queued events may still be delivered
  * before the rest are dropped (one POST under way may add its timeout). */
 #define CATALOG_EVENTS_DRAIN_MS 3000
+
+/* The outbox relay. */
+#define CATALOG_OUTBOX_BATCH_MAX      64 /* rows read and published per round */
+#define CATALOG_OUTBOX_POLL_MS        1000 /* a round at least this often */
+#define CATALOG_OUTBOX_KEEP_MS        (24LL * 3600 * 1000) /* sent rows kept */
+#define CATALOG_OUTBOX_PURGE_MAX      256 /* sent rows deleted per round */
+#define CATALOG_OUTBOX_PURGE_EVERY_MS (60 * 1000)
+#define CATALOG_EVENTS_ID_MAX         64 /* "show.<id>.v<version>" + NUL */
+#define CATALOG_EVENTS_BODY_MAX       160
 
 #define SHOW_EVENT_SCHEDULED "show.scheduled"
 #define SHOW_EVENT_CANCELLED "show.cancelled"
@@ -67,6 +83,34 @@ struct show_events {
  * one too many, or ERR_NOMEM / ERR_SYS; *out is zeroed on failure.
  */
 int show_events_http_open(const char *urls, struct show_events *out);
+
+struct mq_config;
+struct store;
+struct store_conn;
+
+/*
+ * Opens the "outbox" backend: opens the queue of mq (copied) and starts
+ * the relay thread, which reads and marks the outbox table of s (s must
+ * outlive the backend: close it before the store).  Returns ERR_OK with
+ * *out to close with show_events_close(), or mq_open's error (logged),
+ * ERR_NOMEM, ERR_SYS; *out is zeroed on failure.
+ */
+int show_events_outbox_open(struct store *s, const struct mq_config *mq,
+                            struct show_events *out);
+
+/*
+ * Inside a store write job (the writer's connection c): inserts ev as an
+ * unsent outbox row with id "show.<id>.v<version>", topic ev->type and a
+ * JSON body {"type", "show_id", "version"}.  An event id already there is
+ * left as it is (ERR_OK), so repeating a write adds nothing.  Returns
+ * ERR_OK, ERR_INVALID for a bad type, or the store's error: the caller
+ * fails its write with it, so the change and its event commit together.
+ */
+int show_events_outbox_add(struct store_conn *c, const struct show_event *ev,
+                           int64_t now_ms);
+
+/* Whether ev is the outbox backend (writes must then add their events). */
+bool show_events_uses_outbox(const struct show_events *ev);
 
 /* ev->ops->publish, or ERR_OK when ev is not open. */
 int show_events_publish(struct show_events *ev, const struct show_event *e);

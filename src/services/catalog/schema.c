@@ -57,6 +57,18 @@ const struct store_migration catalog_migrations[] = {
     {2, "show no-orphan-seats rule",
      "ALTER TABLE shows ADD COLUMN no_orphan_seats INTEGER NOT NULL "
      "DEFAULT 0;"},
+    /* Show events written with the change they announce, relayed to the
+     * message queue by outbox.c; sent_at is NULL until the queue took it. */
+    {3, "show events outbox",
+     "CREATE TABLE outbox ("
+     "  id INTEGER PRIMARY KEY,"
+     "  event_id TEXT NOT NULL UNIQUE,"
+     "  topic TEXT NOT NULL,"
+     "  body TEXT NOT NULL CHECK (json_valid(body)),"
+     "  created_at INTEGER NOT NULL,"
+     "  sent_at INTEGER);"
+     "CREATE INDEX outbox_unsent ON outbox (id) WHERE sent_at IS NULL;"
+     "CREATE INDEX outbox_sent ON outbox (sent_at) WHERE sent_at IS NOT NULL;"},
 };
 
 const size_t catalog_nmigrations =
