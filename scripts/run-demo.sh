@@ -36,12 +36,20 @@ trap stop INT TERM
 
 # Host and ports are given so that the addresses printed below are the
 # ones served, whatever a MARQUEE_HTTP_* variable in the environment says.
+# Show events go from the catalog's outbox through the queue in
+# var/queue.db to booking; booking starts first so that its queue is
+# declared before the catalog publishes.
+"$bin" booking --http.host="$host" --http.port="$booking_port" \
+    --booking.catalog_url="$catalog" --store.path=var/booking.db \
+    --mq.path=var/queue.db &
+pids+=($!)
+for _ in $(seq 1 100); do
+    curl -sf "$booking/readyz" >/dev/null 2>&1 && break
+    sleep 0.1
+done
 "$bin" catalog --http.host="$host" --http.port="$catalog_port" \
     --catalog.demo=true --catalog.admin_token="$token" \
-    --catalog.notify_urls="$booking" --store.path=var/catalog.db &
-pids+=($!)
-"$bin" booking --http.host="$host" --http.port="$booking_port" \
-    --booking.catalog_url="$catalog" --store.path=var/booking.db &
+    --store.path=var/catalog.db --mq.path=var/queue.db &
 pids+=($!)
 "$bin" payment --http.host="$host" --http.port="$payment_port" \
     --payment.admin_token="$token" --store.path=var/payment.db &
@@ -74,7 +82,8 @@ Try, through the gateway:
        -d '{"seats":["A1","A2"]}' $gateway/v1/shows/27/holds
   curl -s -H 'Authorization: Bearer $token' $gateway/admin/pools
 Metrics (Prometheus text format): GET /metrics on every port above
-Databases: var/catalog.db, var/booking.db, var/payment.db (delete them to start again)
+Databases: var/catalog.db, var/booking.db, var/payment.db, var/queue.db
+(delete them to start again)
 
 INFO
 wait "${pids[@]}"

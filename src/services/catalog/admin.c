@@ -663,39 +663,6 @@ int catalog_write_apply(struct store_conn *c, void *arg)
 
 /* --- HTTP handlers ------------------------------------------------------ */
 
-/* Constant time, so the token cannot be guessed byte by byte. */
-static bool token_equal(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    unsigned char diff = la != lb;
-
-    for (size_t i = 0; i < la; i++)
-        diff |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
-    return diff == 0;
-}
-
-static bool admin_allowed(struct http_req *req, struct catalog *cat)
-{
-    const char *auth = http_req_header(req, "authorization");
-
-    if (cat->admin_token[0] == '\0') {
-        http_respond_problem(req, 403, "admin-disabled", "Forbidden",
-                             "admin routes are disabled: no admin token is "
-                             "configured");
-        return false;
-    }
-    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0 ||
-        !token_equal(auth + 7, cat->admin_token)) {
-        http_set_header(req, "WWW-Authenticate",
-                        "Bearer realm=\"marquee-admin\"");
-        http_respond_problem(req, 401, "unauthorized", "Unauthorized",
-                             "admin routes need Authorization: Bearer with "
-                             "the admin token");
-        return false;
-    }
-    return true;
-}
-
 /* Tells subscribers about a durable change to a show. */
 static void publish_show_change(const struct catalog_write *w)
 {
@@ -776,7 +743,7 @@ static void submit(struct http_req *req, struct catalog *cat,
     size_t len;
     json_t *body;
 
-    if (!admin_allowed(req, cat))
+    if (!http_req_admin_ok(req, cat->admin_token))
         return;
     if (param != NULL && !http_req_param_id(req, param, &parent_id))
         return;
