@@ -21,6 +21,10 @@
  * on the loop thread of the summary that found them older than
  * OPS_SHOW_CACHE_MS; a summary answers at once with what is cached, so a
  * count is at most one fetch behind.
+ *
+ * The queue's depth comes the same way from one instance of the booking
+ * pool: its `marquee_mq_messages` gauges, summed over queues.  Booking
+ * instances share one queue file, so any instance counts them all.
  */
 #include <assert.h>
 #include <inttypes.h>
@@ -41,10 +45,14 @@
 #define OPS_WINDOW_MS       60000
 #define OPS_SNAP_EVERY_MS   1000
 /* At most one snapshot a second, so the ring spans the whole window. */
-#define OPS_SNAPS_MAX  (OPS_WINDOW_MS / OPS_SNAP_EVERY_MS + 4)
-#define OPS_BUCKETS    (METRICS_BUCKETS_MAX + 1) /* +Inf last */
-#define OPS_TARGET_MAX 64
-#define OPS_ERROR_MAX  64
+#define OPS_SNAPS_MAX        (OPS_WINDOW_MS / OPS_SNAP_EVERY_MS + 4)
+#define OPS_BUCKETS          (METRICS_BUCKETS_MAX + 1) /* +Inf last */
+#define OPS_TARGET_MAX       64
+#define OPS_ERROR_MAX        64
+#define OPS_QUEUE_POOL       "booking"  /* whose /metrics has the queue */
+#define OPS_METRICS_BODY_MAX (4u << 20) /* one instance's exposition */
+#define OPS_LINE_MAX         512        /* longer sample lines are skipped */
+#define OPS_QUEUE_GAUGE      "marquee_mq_messages{"
 
 #define OPS_REQUESTS "marquee_http_requests_total{"
 #define OPS_BUCKET   "marquee_http_request_duration_seconds_bucket{"
@@ -69,11 +77,20 @@ struct ops_totals {
     uint64_t count[OPS_BUCKETS];
 };
 
-/* One fetch of a show's seat map in flight. */
+/* The queue's depth as last read from a booking instance. */
+struct ops_queue {
+    bool tried, known, fetching; /* known: the counts below were read */
+    int64_t fetched_ms;
+    uint64_t ready, leased, dead;
+    char error[OPS_ERROR_MAX];
+};
+
+/* One fetch in flight: a show's seat map, or the queue's gauges. */
 struct ops_fetch {
     struct gw_pool *pool;
     struct gw_instance *inst;
     struct gw_breaker_ticket ticket;
+    bool queue;  /* else a show's seat map */
     size_t show; /* index into ops.shows */
     int64_t sent_ms;
 };
@@ -85,6 +102,7 @@ static struct {
     struct ops_show shows[OPS_SHOWS_MAX];
     size_t nsnaps, next; /* ring: next is where the next snapshot goes */
     struct ops_snap snaps[OPS_SNAPS_MAX];
+    struct ops_queue queue;
 } ops = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
     .nshows = 1,
@@ -336,6 +354,65 @@ static void show_fetched(size_t show, const char *error, json_t *counts)
     pthread_mutex_unlock(&ops.lock);
 }
 
+/* Sums one gauge line of the exposition into q, by its state label. */
+static void queue_line(struct ops_queue *q, const char *line)
+{
+    size_t len;
+    const char *state = label_value(line, "state", &len);
+    uint64_t v = sample_value(line);
+
+    if (state == NULL)
+        return;
+    if (len == 5 && memcmp(state, "ready", 5) == 0)
+        q->ready += v;
+    else if (len == 6 && memcmp(state, "leased", 6) == 0)
+        q->leased += v;
+    else if (len == 4 && memcmp(state, "dead", 4) == 0)
+        q->dead += v;
+}
+
+/* Takes the queue's gauges from a booking instance's exposition. */
+static void queue_fetched(const char *error,
+                          const struct http_upstream_response *resp)
+{
+    struct ops_queue q = {0};
+    const char *at, *end;
+    char line[OPS_LINE_MAX];
+    size_t lines = 0;
+
+    if (resp != NULL) {
+        at = resp->body;
+        end = resp->body + resp->body_len;
+        while (at < end) {
+            const char *nl = memchr(at, '\n', (size_t)(end - at));
+            size_t len = (size_t)((nl != NULL ? nl : end) - at);
+
+            if (len < sizeof(line) && len > strlen(OPS_QUEUE_GAUGE) &&
+                memcmp(at, OPS_QUEUE_GAUGE, strlen(OPS_QUEUE_GAUGE)) == 0) {
+                memcpy(line, at, len);
+                line[len] = '\0';
+                queue_line(&q, line);
+                lines++;
+            }
+            at = nl != NULL ? nl + 1 : end;
+        }
+    }
+
+    pthread_mutex_lock(&ops.lock);
+    ops.queue.fetching = false;
+    ops.queue.tried = true;
+    if (resp != NULL && lines == 0)
+        error = "no queue gauges: booking takes no events from a queue";
+    snprintf(ops.queue.error, sizeof(ops.queue.error), "%s", error);
+    if (error[0] == '\0') {
+        ops.queue.known = true;
+        ops.queue.ready = q.ready;
+        ops.queue.leased = q.leased;
+        ops.queue.dead = q.dead;
+    }
+    pthread_mutex_unlock(&ops.lock);
+}
+
 static enum gw_outcome outcome_of(enum http_upstream_result result, int status)
 {
     switch (result) {
@@ -372,7 +449,12 @@ static void fetch_done(void *arg, enum http_upstream_result result,
         snprintf(error, sizeof(error), "%s", http_upstream_result_name(result));
     else if (status != 200)
         snprintf(error, sizeof(error), "status %d", status);
-    else {
+    if (f->queue) {
+        queue_fetched(error, error[0] == '\0' ? resp : NULL);
+        free(f);
+        return;
+    }
+    if (error[0] == '\0') {
         body = json_loadb(resp->body, resp->body_len, 0, NULL);
         counts = json_object_get(body, "counts");
         if (!json_is_object(counts))
@@ -383,6 +465,54 @@ static void fetch_done(void *arg, enum http_upstream_result result,
     free(f);
 }
 
+/* A fetch that could not start: its reason goes where its answer would. */
+static void fetch_failed(const struct ops_fetch *f, const char *why)
+{
+    if (f->queue)
+        queue_fetched(why, NULL);
+    else
+        show_fetched(f->show, why, NULL);
+}
+
+/*
+ * Sends f's GET of target to an instance of f->pool (hashed by key when
+ * key is not NULL) on the caller's loop thread; on any failure reports it
+ * and frees f.
+ */
+static void fetch_send(struct ops_fetch *f, int thread, const char *target,
+                       const char *key, size_t key_len, int connect_ms,
+                       int first_byte_ms, size_t body_max)
+{
+    int64_t now = gw_now_ms(), retry_after;
+    struct http_upstream_request rq = {
+        .method = "GET",
+        .target = target,
+        .connect_timeout_ms = connect_ms,
+        .first_byte_timeout_ms = first_byte_ms < OPS_SHOW_TIMEOUT_MS
+                                     ? first_byte_ms
+                                     : OPS_SHOW_TIMEOUT_MS,
+        .total_timeout_ms = OPS_SHOW_TIMEOUT_MS,
+        .max_response_bytes = body_max,
+    };
+
+    switch (gw_pool_pick(f->pool, now, key != NULL,
+                         key != NULL ? gw_key_hash(key, key_len) : 0, NULL, 0,
+                         &f->inst, &f->ticket, &retry_after)) {
+    case GW_PICK_OK: break;
+    case GW_PICK_OPEN: fetch_failed(f, "breaker open"); goto out_fetch;
+    case GW_PICK_NONE: fetch_failed(f, "no instance"); goto out_fetch;
+    }
+    f->sent_ms = now;
+    if (http_upstream_send(f->inst->up, thread, &rq, fetch_done, f) != NULL)
+        return;
+
+    /* Out of memory or shutting down: nothing went out. */
+    gw_pool_done(f->pool, f->inst, &f->ticket, now, GW_OUT_IO, false, false, 0);
+    fetch_failed(f, "not sent");
+out_fetch:
+    free(f);
+}
+
 /* Starts one fetch of show's seat map on the caller's loop thread. */
 static void fetch_start(struct gateway *gw, int thread, size_t show, int64_t id)
 {
@@ -390,9 +520,7 @@ static void fetch_start(struct gateway *gw, int thread, size_t show, int64_t id)
     const struct gw_route *r;
     const char *key;
     size_t key_len;
-    int64_t now = gw_now_ms(), retry_after;
     struct ops_fetch *f;
-    struct http_upstream_request rq = {.method = "GET", .target = target};
 
     snprintf(target, sizeof(target), "/v1/shows/%" PRId64 "/seats", id);
     r = gw_route_find(gw->spec, target, &key, &key_len);
@@ -407,29 +535,29 @@ static void fetch_start(struct gateway *gw, int thread, size_t show, int64_t id)
     }
     f->pool = &gw->pools[r->pool];
     f->show = show;
-    switch (gw_pool_pick(f->pool, now, key != NULL,
-                         key != NULL ? gw_key_hash(key, key_len) : 0, NULL, 0,
-                         &f->inst, &f->ticket, &retry_after)) {
-    case GW_PICK_OK: break;
-    case GW_PICK_OPEN: show_fetched(show, "breaker open", NULL); goto out_fetch;
-    case GW_PICK_NONE: show_fetched(show, "no instance", NULL); goto out_fetch;
-    }
+    fetch_send(f, thread, target, key, key_len, r->connect_timeout_ms,
+               r->first_byte_timeout_ms, OPS_SHOW_BODY_MAX);
+}
 
-    rq.connect_timeout_ms = r->connect_timeout_ms;
-    rq.first_byte_timeout_ms = r->first_byte_timeout_ms;
-    rq.total_timeout_ms = r->total_timeout_ms < OPS_SHOW_TIMEOUT_MS
-                              ? r->total_timeout_ms
-                              : OPS_SHOW_TIMEOUT_MS;
-    rq.max_response_bytes = OPS_SHOW_BODY_MAX;
-    f->sent_ms = now;
-    if (http_upstream_send(f->inst->up, thread, &rq, fetch_done, f) != NULL)
+/* Starts one read of the queue's gauges from the booking pool. */
+static void queue_fetch_start(struct gateway *gw, int thread)
+{
+    struct gw_pool *pool = gw_pool_find(gw, OPS_QUEUE_POOL);
+    struct ops_fetch *f;
+
+    if (pool == NULL) {
+        queue_fetched("no " OPS_QUEUE_POOL " pool", NULL);
         return;
-
-    /* Out of memory or shutting down: nothing went out. */
-    gw_pool_done(f->pool, f->inst, &f->ticket, now, GW_OUT_IO, false, false, 0);
-    show_fetched(show, "not sent", NULL);
-out_fetch:
-    free(f);
+    }
+    f = calloc(1, sizeof(*f));
+    if (f == NULL) {
+        queue_fetched("out of memory", NULL);
+        return;
+    }
+    f->pool = pool;
+    f->queue = true;
+    fetch_send(f, thread, "/metrics", NULL, 0, OPS_SHOW_TIMEOUT_MS,
+               OPS_SHOW_TIMEOUT_MS, OPS_METRICS_BODY_MAX);
 }
 
 /* Marks the shows due a fetch; caller holds ops.lock. */
@@ -449,6 +577,43 @@ static size_t shows_due(int64_t now, size_t *due, int64_t *ids)
         ids[n++] = s->id;
     }
     return n;
+}
+
+/* Whether the queue's gauges are due a read (and marks it); caller holds
+ * ops.lock. */
+static bool queue_due(int64_t now)
+{
+    struct ops_queue *q = &ops.queue;
+
+    if (q->fetching ||
+        (q->fetched_ms != 0 && now - q->fetched_ms < OPS_SHOW_CACHE_MS))
+        return false;
+    q->fetching = true;
+    q->fetched_ms = now;
+    return true;
+}
+
+/* The queue's depth: null before the first read; depth null (and why in
+ * error) while it cannot be read.  Caller holds ops.lock. */
+static json_t *queue_json(void)
+{
+    const struct ops_queue *q = &ops.queue;
+    json_t *o;
+
+    if (!q->tried)
+        return json_null();
+    o = json_object();
+    json_object_set_new(o, "depth",
+                        q->known ? json_integer((json_int_t)q->ready)
+                                 : json_null());
+    json_object_set_new(o, "leased",
+                        q->known ? json_integer((json_int_t)q->leased)
+                                 : json_null());
+    json_object_set_new(
+        o, "dead", q->known ? json_integer((json_int_t)q->dead) : json_null());
+    if (q->error[0] != '\0')
+        json_object_set_new(o, "error", json_string(q->error));
+    return o;
 }
 
 /* The cached counts; caller holds ops.lock. */
@@ -492,7 +657,8 @@ void gw_ops_summary(struct http_req *req, void *app)
     bool has_base;
     size_t due[OPS_SHOWS_MAX], ndue;
     int64_t ids[OPS_SHOWS_MAX];
-    json_t *out, *pools, *latency, *shows, *window;
+    json_t *out, *pools, *latency, *shows, *window, *queue;
+    bool read_queue;
 
     if (!http_req_admin_ok(req, gw->admin_token))
         return;
@@ -506,20 +672,25 @@ void gw_ops_summary(struct http_req *req, void *app)
     latency = latency_json(t.count, has_base ? &base : NULL);
     window = has_base ? json_integer(now - base.at_ms) : json_null();
     shows = shows_json();
+    queue = queue_json();
     ndue = shows_due(now, due, ids);
+    read_queue = queue_due(now);
     pthread_mutex_unlock(&ops.lock);
 
     for (size_t k = 0; k < ndue; k++)
         fetch_start(gw, http_req_thread_index(req), due[k], ids[k]);
+    if (read_queue)
+        queue_fetch_start(gw, http_req_thread_index(req));
 
     pools = json_array();
     for (size_t k = 0; k < gw->npools; k++)
         json_array_append_new(pools, gw_pool_json(&gw->pools[k], now));
-    out = json_pack(
-        "{s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:n}", "time_ms",
-        (json_int_t)wall_ms(), "requests_total", (json_int_t)t.requests,
-        "errors_total", (json_int_t)t.errors, "latency_ms", latency,
-        "latency_window_ms", window, "pools", pools, "shows", shows, "queue");
+    out =
+        json_pack("{s:I, s:I, s:I, s:o, s:o, s:o, s:o, s:o}", "time_ms",
+                  (json_int_t)wall_ms(), "requests_total",
+                  (json_int_t)t.requests, "errors_total", (json_int_t)t.errors,
+                  "latency_ms", latency, "latency_window_ms", window, "pools",
+                  pools, "shows", shows, "queue", queue);
     http_set_header(req, "Cache-Control", "no-store");
     http_respond_json(req, 200, out);
 }

@@ -172,8 +172,11 @@ class DashboardTest(unittest.TestCase):
         cls.booking = None
         cls.gw = None
         try:
+            # Booking consumes show events from a queue (in its own
+            # folder), so its exposition has the queue's gauges.
             cls.booking = Service("booking", flags={
-                "booking.catalog_url": cls.catalog.url})
+                "booking.catalog_url": cls.catalog.url,
+                "mq.path": "queue.db"})
             # A pool with no instance: its route answers the gateway's own
             # 503, the errors the summary counts.
             routes = {
@@ -231,7 +234,6 @@ class DashboardTest(unittest.TestCase):
 
     def test_summary_counts_requests_errors_and_seats(self):
         before = self.summary()
-        self.assertIsNone(before["queue"])
         self.assertEqual([p["name"] for p in before["pools"]],
                          ["booking", "catalog", "empty"])
         # The first read starts the seat map fetch; counts follow.
@@ -268,6 +270,19 @@ class DashboardTest(unittest.TestCase):
                 self.show(self.summary())), timeout=8)
         self.assertEqual(now["held"] + now["sold"] + now["free"],
                          counted["held"] + counted["sold"] + counted["free"])
+
+    def test_summary_reads_the_queue_depth_from_booking(self):
+        queue = wait_for("the queue's gauges", lambda: (
+            lambda q: q if q is not None and q["depth"] is not None
+            else None)(self.summary()["queue"]), timeout=8)
+        # Booking's queue is declared and empty; the numbers are its
+        # marquee_mq_messages gauges, read through the booking pool.
+        self.assertEqual((queue["depth"], queue["leased"], queue["dead"]),
+                         (0, 0, 0), queue)
+        self.assertNotIn("error", queue)
+        _, _, text = self.booking.request("GET", "/metrics")
+        self.assertIn(b'marquee_mq_messages{queue="booking.shows",'
+                      b'state="ready"} 0', text)
 
     # ------------------------------------------------------------ browser
 

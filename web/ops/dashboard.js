@@ -224,8 +224,17 @@
       : open + ' open, ' + half + ' half-open';
 
     const q = $('stat-queue');
-    q.textContent = s.queue == null ? 'no queue' : count(s.queue.depth);
-    q.classList.toggle('none', s.queue == null);
+    const unread = s.queue == null || s.queue.depth == null;
+    q.textContent = unread ? 'no queue' : count(s.queue.depth);
+    q.classList.toggle('none', unread);
+    $('stat-queue-sub').textContent = s.queue == null
+      ? 'messages waiting'
+      : s.queue.error != null
+        ? s.queue.error
+        : 'waiting; ' + count(s.queue.leased) + ' being handled, ' +
+          count(s.queue.dead) + ' dead';
+    $('stat-queue-sub').classList.toggle('bad', s.queue != null &&
+      s.queue.dead != null && s.queue.dead > 0);
   }
 
   /* --- charts ---------------------------------------------------------- */
