@@ -43,12 +43,11 @@ struct http_timers {
 };
 
 /*
- * The upstream client's state of one loop thread (upstream.c): h2o's
- * client context and its I/O timeout, and the calls in flight.
+ * The upstream client's state of one loop thread (upstream.c): the idle
+ * timeout of its pooled connections, and the calls in flight.
  */
 struct http_upstream_thread {
-    h2o_http1client_ctx_t ctx;
-    h2o_timeout_t io_timeout;
+    h2o_timeout_t idle_timeout; /* HTTP_UPSTREAM_IDLE_MS */
     h2o_linklist_t calls;
     bool ready;
     bool closed;

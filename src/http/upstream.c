@@ -1,55 +1,88 @@
 /*
  * upstream.c - the asynchronous HTTP/1.1 upstream client (upstream.h).
  *
- * A call is driven by h2o's http1client through three callbacks (connected,
- * head, body) and by one timer of our own for its current phase: to have a
+ * A call owns one h2o socket at a time, on its loop thread: it writes the
+ * request with one h2o_socket_write and parses the answer itself, from the
+ * socket's input buffer, with picohttpparser (bundled in libh2o-evloop).
+ * One timer of our own covers the call's current phase: to have a
  * connection, then to the first byte of the answer, then to the end of the
- * whole call.  h2o's own I/O timeout is set far beyond any of them, so
- * that every timeout a caller sees is one it asked for.
+ * whole call.  h2o has no I/O timeout of its own on these sockets, so every
+ * timeout a caller sees is one it asked for.
  *
- * Reuse.  Each instance has one h2o socketpool per loop thread, made on
- * that thread at its first call.  A pooled connection is handed over
- * synchronously, inside the connect call, and a new one only after the
- * kernel has connected; that is how a call knows that it got a reused
- * connection.  A reused connection that fails before any byte of an
- * answer is tried once more on a fresh, unpooled connection.  h2o 2.2's
- * socketpool ignores its capacity, so the number of idle connections is
- * bounded here: when a call completes and max_idle are idle already, its
- * connection is closed instead of returned.
+ * Reuse.  Each instance keeps, per loop thread, a list of idle connections
+ * that stay attached to the loop with reading on: a pooled connection
+ * costs no system call to park or to take, and the kernel's epoll set is
+ * not touched per request.  A read event on an idle connection can only
+ * mean that the peer closed it or sent bytes nobody asked for, so it is
+ * closed there and then; no liveness probe is needed when one is taken.
+ * The peer may still close it just as a request goes out: a reused
+ * connection that fails before any byte of an answer is tried once more on
+ * a new connection.  At most max_idle are idle, each closed after
+ * HTTP_UPSTREAM_IDLE_MS through one h2o timeout of that duration per
+ * thread (entries of one duration expire in the order they were linked).
  *
  * Life of an instance.  It lives while referenced and while any of its
- * per-thread pools is open, since a pool can only be closed on its own
- * thread: `life` counts one for the references plus one per open pool.
- * The last release posts a closing task to every thread; a thread that
- * has stopped taking tasks closes the pools of every instance itself as it
- * stops.  Whoever brings `life` to zero frees the instance.
+ * per-thread pools is open, since a pool's connections can only be closed
+ * on its own thread: `life` counts one for the references plus one per
+ * open pool.  The last release posts a closing task to every thread; a
+ * thread that has stopped taking tasks closes the pools of every instance
+ * itself as it stops.  Whoever brings `life` to zero frees the instance.
  */
 #include "http/upstream.h"
 
 #include <arpa/inet.h>
 #include <assert.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/types.h>
 
 #include "base/err.h"
 #include "base/log.h"
 #include "http/internal.h"
 
-/* h2o's own I/O timeout; ours always come first. */
-#define UPSTREAM_IO_TIMEOUT_MS (HTTP_UPSTREAM_TIMEOUT_MAX_MS + 60000)
+/*
+ * picohttpparser as libh2o-evloop 2.2 exports it; Debian installs no
+ * header for it, so its declarations are repeated here.
+ */
+struct phr_header {
+    const char *name; /* NULL for a continuation line */
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+};
+
+struct phr_chunked_decoder {
+    size_t bytes_left_in_chunk;
+    char consume_trailer;
+    char hex_count_;
+    char state_;
+};
+
+int phr_parse_response(const char *buf, size_t len, int *minor_version,
+                       int *status, const char **msg, size_t *msg_len,
+                       struct phr_header *headers, size_t *num_headers,
+                       size_t last_len);
+ssize_t phr_decode_chunked(struct phr_chunked_decoder *decoder, char *buf,
+                           size_t *bufsz);
+
+/* A response head (status line and fields) longer than this is refused. */
+#define UPSTREAM_HEAD_MAX 65536
+/* Interim (1xx) answers skipped per call at most. */
+#define UPSTREAM_INTERIM_MAX 8
 /* First allocation of a body of unknown length. */
 #define UPSTREAM_BODY_START 4096
 
 struct upstream_pool {
-    h2o_socketpool_t sockpool;
     struct http_upstream *u;
-    int index;
-    bool ready;  /* initialized, on its thread */
-    bool closed; /* disposed, or never to be used */
+    struct http_thread *thread;
+    h2o_linklist_t idle; /* struct upstream_conn, least recently used first */
+    size_t nidle;
+    bool closed; /* closed, or never to be used */
 };
 
 struct http_upstream {
@@ -67,11 +100,40 @@ struct http_upstream {
     struct upstream_pool pools[];
 };
 
+/*
+ * One connection to an instance.  A call owns it while connecting and
+ * while in use; the pool owns it while idle (call is NULL then).
+ */
+struct upstream_conn {
+    h2o_socket_t *sock;
+    struct upstream_pool *pool;
+    struct http_upstream_call *call;
+    h2o_linklist_t link; /* pool->idle, while idle */
+    h2o_timeout_entry_t idle_entry;
+    bool writing; /* a request is still being written */
+};
+
 enum call_phase {
     CALL_CONNECTING, /* no connection yet: nothing sent */
-    CALL_WAITING,    /* request sent or being sent, no head yet */
+    CALL_WAITING,    /* request sent or being sent, no byte of an answer */
     CALL_READING,    /* answer started */
     CALL_FINISHING,  /* a result waits for its 0 ms timer */
+};
+
+/* How the body of an answer ends. */
+enum body_framing {
+    BODY_NONE,    /* HEAD, 1xx, 204, 304: at the end of the head */
+    BODY_LENGTH,  /* after Content-Length bytes */
+    BODY_CHUNKED, /* at the last chunk */
+    BODY_CLOSE,   /* when the peer closes */
+};
+
+/* What parsing the bytes received so far came to. */
+enum parse_step {
+    STEP_MORE,   /* the answer goes on */
+    STEP_DONE,   /* the head (parse_head) or the answer is complete */
+    STEP_IO,     /* malformed, or out of memory */
+    STEP_TOOBIG, /* over max_response_bytes */
 };
 
 struct http_upstream_call {
@@ -79,7 +141,7 @@ struct http_upstream_call {
     struct http_upstream *u;
     struct http_thread *thread;
     struct upstream_pool *pool;
-    h2o_http1client_t *client;
+    struct upstream_conn *conn;
     struct http_timer *timer;
     http_upstream_done_fn done;
     void *arg;
@@ -89,17 +151,23 @@ struct http_upstream_call {
     int64_t total_due_ms;
     size_t max_bytes;
     h2o_iovec_t request; /* head and body, malloc'd */
+    h2o_iovec_t wbuf;    /* what h2o writes from: a copy it may advance */
     bool head_method;
 
-    bool starting;   /* inside an h2o connect call */
-    bool pooled;     /* this attempt asked the pool */
-    bool reused;     /* and got an idle connection */
-    bool retried;    /* the one retry on a fresh connection is spent */
+    bool reused;     /* this attempt took an idle connection */
+    bool retried;    /* the one retry on a new connection is spent */
     bool first_byte; /* some byte of an answer arrived */
-    bool pending;    /* a failure came while starting */
     enum http_upstream_result pending_result;
 
+    /* The answer, as parsed so far. */
+    bool have_head;
+    int interim; /* 1xx answers skipped */
     int status;
+    bool keep_alive;
+    bool leftover; /* bytes after the end of the answer */
+    enum body_framing framing;
+    size_t remaining; /* BODY_LENGTH: bytes still to come */
+    struct phr_chunked_decoder chunked;
     struct http_header_kv *headers;
     size_t nheaders;
     char *body;
@@ -189,7 +257,8 @@ int http_upstream_create(struct http_server *s, const char *host, int port,
     atomic_init(&u->life, n + 1);
     for (int i = 0; i < n; i++) {
         u->pools[i].u = u;
-        u->pools[i].index = i;
+        u->pools[i].thread = &s->threads[i];
+        h2o_linklist_init_anchor(&u->pools[i].idle);
     }
 
     /* Threads that have stopped will never open, nor close, a pool. */
@@ -233,14 +302,17 @@ static void upstream_destroy(struct http_upstream *u, bool locked)
     free(u);
 }
 
+static void conn_close(struct upstream_conn *k);
+
 /* On the pool's thread.  True when this ended the instance's life. */
 static bool pool_close(struct upstream_pool *p)
 {
     if (p->closed)
         return false;
-    if (p->ready)
-        h2o_socketpool_dispose(&p->sockpool);
-    p->ready = false;
+    while (!h2o_linklist_is_empty(&p->idle))
+        conn_close(
+            H2O_STRUCT_FROM_MEMBER(struct upstream_conn, link, p->idle.next));
+    assert(p->nidle == 0);
     p->closed = true;
     return atomic_fetch_sub(&p->u->life, 1) == 1;
 }
@@ -269,36 +341,70 @@ void http_upstream_release(struct http_upstream *u)
         upstream_destroy(u, false);
 }
 
-/* On the pool's thread, at its first call. */
-static struct upstream_pool *pool_open(struct http_upstream *u,
-                                       struct http_thread *t)
-{
-    struct upstream_pool *p = &u->pools[t->index];
+/* --- connections --------------------------------------------------------- */
 
-    if (p->closed)
+static void on_idle_timeout(h2o_timeout_entry_t *entry);
+
+static struct upstream_conn *conn_new(struct upstream_pool *p)
+{
+    struct upstream_conn *k = calloc(1, sizeof(*k));
+
+    if (k == NULL)
         return NULL;
-    if (!p->ready) {
-        h2o_socketpool_init_by_address(&p->sockpool,
-                                       (struct sockaddr *)&u->addr, u->addrlen,
-                                       0, (size_t)u->max_idle);
-        h2o_socketpool_set_timeout(&p->sockpool, t->ctx.loop,
-                                   HTTP_UPSTREAM_IDLE_MS);
-        p->ready = true;
-    }
-    return p;
+    k->pool = p;
+    k->idle_entry.cb = on_idle_timeout;
+    return k;
 }
 
-/* Idle connections in a pool now (at most HTTP_UPSTREAM_IDLE_MAX + 1). */
-static size_t pool_idle(h2o_socketpool_t *sp)
+/* Closes the socket (h2o frees it at the loop's next turn) and frees k,
+ * idle or not. */
+static void conn_close(struct upstream_conn *k)
 {
-    size_t n = 0;
+    if (h2o_linklist_is_linked(&k->link)) {
+        h2o_linklist_unlink(&k->link);
+        k->pool->nidle--;
+    }
+    if (h2o_timeout_is_linked(&k->idle_entry))
+        h2o_timeout_unlink(&k->idle_entry);
+    if (k->sock != NULL)
+        h2o_socket_close(k->sock);
+    free(k);
+}
 
-    pthread_mutex_lock(&sp->_shared.mutex);
-    for (h2o_linklist_t *l = sp->_shared.sockets.next;
-         l != &sp->_shared.sockets; l = l->next)
-        n++;
-    pthread_mutex_unlock(&sp->_shared.mutex);
-    return n;
+/* The pool keeps k, idle, with reading left on. */
+static void conn_park(struct upstream_conn *k)
+{
+    struct upstream_pool *p = k->pool;
+    struct http_thread *t = p->thread;
+
+    assert(!k->writing && k->sock->input->size == 0);
+    k->call = NULL;
+    h2o_linklist_insert(&p->idle, &k->link);
+    p->nidle++;
+    h2o_timeout_link(t->ctx.loop, &t->upstream.idle_timeout, &k->idle_entry);
+}
+
+/* The most recently parked connection, or NULL: the older ones are left
+ * to time out when traffic drops. */
+static struct upstream_conn *pool_take(struct upstream_pool *p)
+{
+    struct upstream_conn *k;
+
+    if (h2o_linklist_is_empty(&p->idle))
+        return NULL;
+    k = H2O_STRUCT_FROM_MEMBER(struct upstream_conn, link, p->idle.prev);
+    h2o_linklist_unlink(&k->link);
+    p->nidle--;
+    h2o_timeout_unlink(&k->idle_entry);
+    return k;
+}
+
+static void on_idle_timeout(h2o_timeout_entry_t *entry)
+{
+    struct upstream_conn *k =
+        H2O_STRUCT_FROM_MEMBER(struct upstream_conn, idle_entry, entry);
+
+    conn_close(k);
 }
 
 /* --- the request bytes --------------------------------------------------- */
@@ -402,6 +508,8 @@ static void call_free(struct http_upstream_call *c)
 {
     if (c->timer != NULL)
         http_timer_cancel(c->timer);
+    if (c->conn != NULL)
+        conn_close(c->conn);
     if (h2o_linklist_is_linked(&c->link))
         h2o_linklist_unlink(&c->link);
     free(c->request.base);
@@ -411,8 +519,8 @@ static void call_free(struct http_upstream_call *c)
     free(c);
 }
 
-/* Ends the call: its client is gone or going (h2o closes it after the
- * callback we are in), and done runs last. */
+/* Ends the call: a connection it still holds is closed (a connection to
+ * keep was parked before), and done runs last. */
 static void call_finish(struct http_upstream_call *c,
                         enum http_upstream_result result, bool with_response)
 {
@@ -421,10 +529,13 @@ static void call_finish(struct http_upstream_call *c,
     void *arg = c->arg;
     bool first_byte = c->first_byte;
 
-    c->client = NULL;
     if (c->timer != NULL) {
         http_timer_cancel(c->timer);
         c->timer = NULL;
+    }
+    if (c->conn != NULL) {
+        conn_close(c->conn);
+        c->conn = NULL;
     }
     h2o_linklist_unlink(&c->link);
     metrics_inc(result_series[result]);
@@ -437,15 +548,6 @@ static void call_finish(struct http_upstream_call *c,
     }
     done(arg, result, with_response ? &resp : NULL, first_byte);
     call_free(c);
-}
-
-/* Our own code closes h2o's client (a timeout, a cancel). */
-static void call_abort_client(struct http_upstream_call *c)
-{
-    if (c->client != NULL) {
-        h2o_http1client_cancel(c->client);
-        c->client = NULL;
-    }
 }
 
 static void on_call_timer(void *arg);
@@ -469,155 +571,203 @@ static int64_t phase_due(const struct http_upstream_call *c, int ms)
     return due < c->total_due_ms ? due : c->total_due_ms;
 }
 
-/* A failure reported while h2o is still inside our connect call: it is
- * finished once that call has returned. */
-static void call_fail(struct http_upstream_call *c,
-                      enum http_upstream_result result)
-{
-    if (c->starting) {
-        c->client = NULL;
-        c->pending = true;
-        c->pending_result = result;
-        return;
-    }
-    call_finish(c, result, false);
-}
-
-static bool input_has_bytes(const h2o_http1client_t *client)
-{
-    return client != NULL && client->sock != NULL &&
-           client->sock->input != NULL && client->sock->input->size > 0;
-}
-
 static void on_call_timer(void *arg)
 {
     struct http_upstream_call *c = arg;
 
     c->timer = NULL;
     switch (c->phase) {
-    case CALL_CONNECTING:
-        call_abort_client(c);
-        call_finish(c, HTTP_UPSTREAM_CONNECT, false);
-        return;
+    case CALL_CONNECTING: call_finish(c, HTTP_UPSTREAM_CONNECT, false); return;
     case CALL_WAITING:
-        /* Part of a head arrived: the first byte is in, the rest of the
-         * call has until the total deadline. */
-        if (input_has_bytes(c->client) && http_mono_ms() < c->total_due_ms) {
-            c->first_byte = true;
-            c->phase = CALL_READING;
-            if (call_arm(c, c->total_due_ms))
-                return;
-        }
-        c->first_byte = c->first_byte || input_has_bytes(c->client);
-        call_abort_client(c);
-        call_finish(c, HTTP_UPSTREAM_TIMEOUT, false);
-        return;
-    case CALL_READING:
-        call_abort_client(c);
-        call_finish(c, HTTP_UPSTREAM_TIMEOUT, false);
-        return;
+    case CALL_READING: call_finish(c, HTTP_UPSTREAM_TIMEOUT, false); return;
     case CALL_FINISHING: call_finish(c, c->pending_result, false); return;
     }
 }
 
-/* --- h2o's callbacks ----------------------------------------------------- */
+/* --- sending ------------------------------------------------------------- */
 
-static h2o_http1client_head_cb
-on_connect(h2o_http1client_t *client, const char *errstr, h2o_iovec_t **reqbufs,
-           size_t *reqbufcnt, int *method_is_head);
-static h2o_http1client_body_cb on_head(h2o_http1client_t *client,
-                                       const char *errstr, int minor_version,
-                                       int status, h2o_iovec_t msg,
-                                       h2o_header_t *headers,
-                                       size_t num_headers, int rlen);
+static void on_connect(h2o_socket_t *sock, const char *err);
+static void on_conn_read(h2o_socket_t *sock, const char *err);
+static void on_write(h2o_socket_t *sock, const char *err);
 
-static void call_start_connect(struct http_upstream_call *c, bool pooled)
+/* Starts a new connection for c.  False when that failed at once (the
+ * kernel may refuse a connect to a local port straight away). */
+static bool call_connect(struct http_upstream_call *c)
 {
-    h2o_http1client_ctx_t *ctx = &c->thread->upstream.ctx;
+    struct http_upstream *u = c->u;
+    struct upstream_conn *k = conn_new(c->pool);
 
     c->phase = CALL_CONNECTING;
-    c->pooled = pooled;
     c->reused = false;
-    c->pending = false;
-    c->starting = true;
-    if (pooled)
-        h2o_http1client_connect_with_pool(&c->client, c, ctx,
-                                          &c->pool->sockpool, on_connect);
-    else
-        h2o_http1client_connect(&c->client, c, ctx,
-                                h2o_iovec_init(c->u->host, strlen(c->u->host)),
-                                (uint16_t)c->u->port, 0, on_connect);
-    c->starting = false;
+    if (k == NULL)
+        return false;
+    k->sock =
+        h2o_socket_connect(c->thread->ctx.loop, (struct sockaddr *)&u->addr,
+                           u->addrlen, on_connect);
+    if (k->sock == NULL) {
+        log_debug("http", "upstream_connect_failed upstream=%s errno=%d",
+                  u->name, errno);
+        free(k);
+        return false;
+    }
+    k->sock->data = k;
+    k->call = c;
+    c->conn = k;
+    return true;
 }
 
-static h2o_http1client_head_cb
-on_connect(h2o_http1client_t *client, const char *errstr, h2o_iovec_t **reqbufs,
-           size_t *reqbufcnt, int *method_is_head)
+/* Writes the request on c's connection and waits for the first byte. */
+static bool call_write(struct http_upstream_call *c)
 {
-    struct http_upstream_call *c = client->data;
+    struct upstream_conn *k = c->conn;
 
-    if (errstr != NULL) {
-        call_fail(c, HTTP_UPSTREAM_CONNECT);
-        return NULL;
-    }
-    /* Only a pooled connection is handed over inside the connect call. */
-    c->reused = c->starting && c->pooled;
-    *reqbufs = &c->request;
-    *reqbufcnt = 1;
-    *method_is_head = c->head_method;
     c->phase = CALL_WAITING;
-    if (!c->starting && !call_arm(c, phase_due(c, c->first_byte_ms))) {
-        call_fail(c, HTTP_UPSTREAM_IO);
-        return NULL;
-    }
-    return on_head;
+    c->wbuf = c->request;
+    k->writing = true;
+    h2o_socket_write(k->sock, &c->wbuf, 1, on_write);
+    return call_arm(c, phase_due(c, c->first_byte_ms));
 }
 
-/* Copies the head, for the answer outlives h2o's buffers. */
-static bool copy_headers(struct http_upstream_call *c, h2o_header_t *headers,
-                         size_t n)
+/* The one retry: the reused connection is dropped, a new one made. */
+static void call_retry(struct http_upstream_call *c)
+{
+    conn_close(c->conn);
+    c->conn = NULL;
+    c->retried = true;
+    if (!call_connect(c)) {
+        call_finish(c, HTTP_UPSTREAM_CONNECT, false);
+        return;
+    }
+    if (!call_arm(c, phase_due(c, c->connect_ms)))
+        call_finish(c, HTTP_UPSTREAM_IO, false);
+}
+
+/* The connection failed (reset, closed, malformed answer...). */
+static void call_fail(struct http_upstream_call *c)
+{
+    /* The peer closed an idle connection as we reused it: it cannot have
+     * acted on a request it answered nothing to. */
+    if (c->reused && !c->retried && !c->first_byte) {
+        call_retry(c);
+        return;
+    }
+    call_finish(c, HTTP_UPSTREAM_IO, false);
+}
+
+static void on_connect(h2o_socket_t *sock, const char *err)
+{
+    struct upstream_conn *k = sock->data;
+    struct http_upstream_call *c = k->call;
+
+    assert(c != NULL && c->conn == k);
+    if (err != NULL) {
+        call_finish(c, HTTP_UPSTREAM_CONNECT, false);
+        return;
+    }
+    /* Reading stays on from here to the close, idle or not: no epoll
+     * change per request. */
+    h2o_socket_read_start(sock, on_conn_read);
+    if (!call_write(c))
+        call_finish(c, HTTP_UPSTREAM_IO, false);
+}
+
+static void on_write(h2o_socket_t *sock, const char *err)
+{
+    struct upstream_conn *k = sock->data;
+    struct http_upstream_call *c = k->call;
+
+    k->writing = false;
+    /* A connection is parked only once its write is complete. */
+    assert(c != NULL && c->conn == k);
+    if (err != NULL)
+        call_fail(c);
+}
+
+/* --- parsing the answer -------------------------------------------------- */
+
+/* Copies the head with names in lower case, for the answer outlives the
+ * socket's buffer. */
+static bool copy_headers(struct http_upstream_call *c,
+                         const struct phr_header *hs, size_t n)
 {
     size_t bytes = n * sizeof(struct http_header_kv);
     char *p;
 
     for (size_t i = 0; i < n; i++)
-        bytes += headers[i].name->len + headers[i].value.len + 2;
+        bytes += hs[i].name_len + hs[i].value_len + 2;
+    free(c->headers);
     c->headers = malloc(bytes > 0 ? bytes : 1);
     if (c->headers == NULL)
         return false;
     p = (char *)(c->headers + n);
     for (size_t i = 0; i < n; i++) {
         struct http_header_kv *kv = &c->headers[i];
-        memcpy(p, headers[i].name->base, headers[i].name->len);
-        p[headers[i].name->len] = '\0';
+        for (size_t j = 0; j < hs[i].name_len; j++)
+            p[j] = (char)tolower((unsigned char)hs[i].name[j]);
+        p[hs[i].name_len] = '\0';
         kv->name = p;
-        kv->name_len = headers[i].name->len;
+        kv->name_len = hs[i].name_len;
         p += kv->name_len + 1;
-        memcpy(p, headers[i].value.base, headers[i].value.len);
-        p[headers[i].value.len] = '\0';
+        memcpy(p, hs[i].value, hs[i].value_len);
+        p[hs[i].value_len] = '\0';
         kv->value = p;
-        kv->value_len = headers[i].value.len;
+        kv->value_len = hs[i].value_len;
         p += kv->value_len + 1;
     }
     c->nheaders = n;
     return true;
 }
 
-/* The announced length, or SIZE_MAX when none or unreadable. */
-static size_t content_length_of(const struct http_upstream_call *c)
+/* Whether the comma-separated list (v, n) holds token tok. */
+static bool list_has(const char *v, size_t n, const char *tok)
 {
-    for (size_t i = 0; i < c->nheaders; i++) {
-        const struct http_header_kv *h = &c->headers[i];
-        if (!name_is(h->name, h->name_len, "content-length"))
-            continue;
-        char *end;
-        errno = 0;
-        unsigned long long v = strtoull(h->value, &end, 10);
-        if (errno != 0 || end == h->value)
-            return SIZE_MAX;
-        return v > SIZE_MAX - 1 ? SIZE_MAX - 1 : (size_t)v;
+    size_t i = 0;
+
+    while (i < n) {
+        while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < n && v[i] != ',')
+            i++;
+        size_t end = i;
+        while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
+            end--;
+        if (end > start && name_is(v + start, end - start, tok))
+            return true;
     }
-    return SIZE_MAX;
+    return false;
+}
+
+/* Whether the last coding of a Transfer-Encoding list is chunked. */
+static bool ends_chunked(const char *v, size_t n)
+{
+    size_t end = n, start;
+
+    while (end > 0 && (v[end - 1] == ' ' || v[end - 1] == '\t'))
+        end--;
+    start = end;
+    while (start > 0 && v[start - 1] != ',' && v[start - 1] != ' ' &&
+           v[start - 1] != '\t')
+        start--;
+    return name_is(v + start, end - start, "chunked");
+}
+
+/* A Content-Length value: digits only.  False when malformed. */
+static bool parse_length(const char *v, size_t n, size_t *out)
+{
+    size_t len = 0;
+
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9' || len > (SIZE_MAX - 9) / 10)
+            return false;
+        len = len * 10 + (size_t)(v[i] - '0');
+    }
+    *out = len;
+    return true;
 }
 
 static bool body_reserve(struct http_upstream_call *c, size_t want)
@@ -632,112 +782,225 @@ static bool body_reserve(struct http_upstream_call *c, size_t want)
     if (cap > c->max_bytes + 1 && want <= c->max_bytes)
         cap = c->max_bytes + 1;
     body = realloc(c->body, cap);
-    if (body == NULL)
+    if (body == NULL) {
+        log_error("http", "upstream_nomem upstream=%s bytes=%zu", c->u->name,
+                  want);
         return false;
+    }
     c->body = body;
     c->body_cap = cap;
     return true;
 }
 
-/* Past max_idle idle connections, this one is closed instead of kept. */
-static void keep_or_close(struct http_upstream_call *c,
-                          h2o_http1client_t *client)
+static enum parse_step body_append(struct http_upstream_call *c, const char *p,
+                                   size_t n)
 {
-    h2o_socketpool_t *sp = client->sockpool.pool;
-
-    if (sp != NULL && pool_idle(sp) >= (size_t)c->u->max_idle)
-        client->sockpool.pool = NULL;
+    if (n == 0)
+        return STEP_MORE; /* p may be NULL: an empty h2o buffer has no bytes */
+    if (n > c->max_bytes - c->body_len)
+        return STEP_TOOBIG;
+    if (!body_reserve(c, c->body_len + n))
+        return STEP_IO;
+    memcpy(c->body + c->body_len, p, n);
+    c->body_len += n;
+    c->body[c->body_len] = '\0';
+    return STEP_MORE;
 }
 
-static int on_body(h2o_http1client_t *client, const char *errstr)
+/* Reads the framing of the final answer from its head. */
+static enum parse_step head_framing(struct http_upstream_call *c, int minor)
 {
-    struct http_upstream_call *c = client->data;
-    h2o_buffer_t *in = client->sock->input;
+    bool te = false, chunked = false, close = false, keep = false;
+    size_t length = SIZE_MAX;
 
-    if (errstr != NULL && errstr != h2o_http1client_error_is_eos) {
-        call_finish(c, HTTP_UPSTREAM_IO, false);
-        return -1;
-    }
-    if (in->size > 0) {
-        if (c->body_len + in->size > c->max_bytes) {
-            call_finish(c, HTTP_UPSTREAM_TOOBIG, false);
-            return -1;
+    for (size_t i = 0; i < c->nheaders; i++) {
+        const struct http_header_kv *h = &c->headers[i];
+        size_t v;
+        if (strcmp(h->name, "content-length") == 0) {
+            /* Two different lengths: no way to tell where it ends. */
+            if (!parse_length(h->value, h->value_len, &v) ||
+                (length != SIZE_MAX && v != length))
+                return STEP_IO;
+            length = v;
+        } else if (strcmp(h->name, "transfer-encoding") == 0) {
+            te = true;
+            chunked = ends_chunked(h->value, h->value_len);
+        } else if (strcmp(h->name, "connection") == 0) {
+            close = close || list_has(h->value, h->value_len, "close");
+            keep = keep || list_has(h->value, h->value_len, "keep-alive");
         }
-        if (!body_reserve(c, c->body_len + in->size)) {
-            log_error("http", "upstream_nomem upstream=%s bytes=%zu",
-                      c->u->name, c->body_len + in->size);
-            call_finish(c, HTTP_UPSTREAM_IO, false);
-            return -1;
-        }
-        memcpy(c->body + c->body_len, in->bytes, in->size);
-        c->body_len += in->size;
-        c->body[c->body_len] = '\0';
-        h2o_buffer_consume(&client->sock->input, in->size);
     }
-    if (errstr == h2o_http1client_error_is_eos) {
-        keep_or_close(c, client);
-        call_finish(c, HTTP_UPSTREAM_OK, true);
-    }
-    return 0;
-}
+    c->keep_alive = minor >= 1 ? !close : keep && !close;
 
-static h2o_http1client_body_cb on_head(h2o_http1client_t *client,
-                                       const char *errstr, int minor_version,
-                                       int status, h2o_iovec_t msg,
-                                       h2o_header_t *headers,
-                                       size_t num_headers, int rlen)
-{
-    struct http_upstream_call *c = client->data;
-
-    (void)minor_version;
-    (void)msg;
-    (void)rlen;
-    if (errstr != NULL && errstr != h2o_http1client_error_is_eos) {
-        c->first_byte = input_has_bytes(client);
-        if (!c->first_byte && c->reused && !c->retried) {
-            /* The peer closed an idle connection as we reused it. */
-            c->retried = true;
-            c->client = NULL;
-            call_start_connect(c, false);
-            if (c->pending)
-                call_finish(c, c->pending_result, false);
-            else if (!call_arm(c, phase_due(c, c->connect_ms)))
-                call_finish(c, HTTP_UPSTREAM_IO, false);
-            return NULL;
-        }
-        call_finish(c, HTTP_UPSTREAM_IO, false);
-        return NULL;
+    if (c->head_method || c->status == 204 || c->status == 304 ||
+        c->status < 200) {
+        /* A 101 switches protocols: the connection is no longer ours. */
+        c->keep_alive = c->keep_alive && c->status >= 200;
+        c->framing = BODY_NONE;
+        return STEP_DONE;
     }
-
-    c->first_byte = true;
-    c->phase = CALL_READING;
-    c->status = status;
-    if (!copy_headers(c, headers, num_headers)) {
-        log_error("http", "upstream_nomem upstream=%s headers=%zu", c->u->name,
-                  num_headers);
-        call_finish(c, HTTP_UPSTREAM_IO, false);
-        return NULL;
+    if (te) {
+        c->framing = chunked ? BODY_CHUNKED : BODY_CLOSE;
+        c->keep_alive = c->keep_alive && chunked;
+        /* Trailers are read and dropped, so that nothing is left over. */
+        memset(&c->chunked, 0, sizeof(c->chunked));
+        c->chunked.consume_trailer = 1;
+    } else if (length != SIZE_MAX) {
+        if (length > c->max_bytes)
+            return STEP_TOOBIG;
+        c->framing = BODY_LENGTH;
+        c->remaining = length;
+    } else {
+        c->framing = BODY_CLOSE;
+        c->keep_alive = false;
+        length = 0;
     }
-    if (errstr == h2o_http1client_error_is_eos) {
-        keep_or_close(c, client);
-        call_finish(c, HTTP_UPSTREAM_OK, true);
-        return NULL;
-    }
-    size_t length = content_length_of(c);
-    if (length != SIZE_MAX && length > c->max_bytes) {
-        call_finish(c, HTTP_UPSTREAM_TOOBIG, false);
-        return NULL;
-    }
-    if (!body_reserve(c, length != SIZE_MAX ? length : 0)) {
-        call_finish(c, HTTP_UPSTREAM_IO, false);
-        return NULL;
-    }
+    if (!body_reserve(c, length != SIZE_MAX ? length : 0))
+        return STEP_IO;
     c->body[0] = '\0';
-    if (!call_arm(c, c->total_due_ms)) {
-        call_finish(c, HTTP_UPSTREAM_IO, false);
-        return NULL;
+    return STEP_DONE;
+}
+
+/* Parses the head of the answer from in, skipping interim (1xx) ones. */
+static enum parse_step parse_head(struct http_upstream_call *c,
+                                  h2o_buffer_t **in)
+{
+    struct phr_header hs[HTTP_UPSTREAM_HEADERS_MAX];
+
+    for (;;) {
+        size_t nh = HTTP_UPSTREAM_HEADERS_MAX, msg_len;
+        int minor, status, r;
+        const char *msg;
+
+        r = phr_parse_response((*in)->bytes, (*in)->size, &minor, &status, &msg,
+                               &msg_len, hs, &nh, 0);
+        if (r == -2)
+            return (*in)->size > UPSTREAM_HEAD_MAX ? STEP_IO : STEP_MORE;
+        if (r < 0)
+            return STEP_IO;
+        h2o_buffer_consume(in, (size_t)r);
+        if (status >= 100 && status < 200 && status != 101) {
+            if (++c->interim > UPSTREAM_INTERIM_MAX)
+                return STEP_IO;
+            continue;
+        }
+        c->status = status;
+        if (!copy_headers(c, hs, nh)) {
+            log_error("http", "upstream_nomem upstream=%s headers=%zu",
+                      c->u->name, nh);
+            return STEP_IO;
+        }
+        c->have_head = true;
+        return head_framing(c, minor);
     }
-    return on_body;
+}
+
+/* Takes the body bytes in `in`; STEP_DONE when the body is complete. */
+static enum parse_step parse_body(struct http_upstream_call *c,
+                                  h2o_buffer_t **in)
+{
+    enum parse_step step = STEP_MORE;
+    size_t n = (*in)->size;
+    ssize_t r;
+
+    switch (c->framing) {
+    case BODY_NONE: return STEP_DONE;
+    case BODY_LENGTH:
+        if (n > c->remaining)
+            n = c->remaining;
+        step = body_append(c, (*in)->bytes, n);
+        h2o_buffer_consume(in, n);
+        c->remaining -= n;
+        if (step == STEP_MORE && c->remaining == 0)
+            step = STEP_DONE;
+        return step;
+    case BODY_CHUNKED:
+        /* Decoded in place: the data moves to the buffer's start. */
+        r = phr_decode_chunked(&c->chunked, (*in)->bytes, &n);
+        if (r == -1)
+            return STEP_IO;
+        step = body_append(c, (*in)->bytes, n);
+        c->leftover = r > 0;
+        h2o_buffer_consume(in, (*in)->size);
+        if (step == STEP_MORE && r >= 0)
+            step = STEP_DONE;
+        return step;
+    case BODY_CLOSE:
+        step = body_append(c, (*in)->bytes, n);
+        h2o_buffer_consume(in, n);
+        return step;
+    }
+    return STEP_IO;
+}
+
+/* Whether c's connection can serve another call once its answer is in. */
+static bool call_can_park(const struct http_upstream_call *c)
+{
+    const struct upstream_conn *k = c->conn;
+    const struct upstream_pool *p = c->pool;
+
+    return c->keep_alive && !c->leftover && k->sock->input->size == 0 &&
+           !k->writing && !p->closed && p->nidle < (size_t)c->u->max_idle;
+}
+
+/* The whole answer is in. */
+static void call_complete(struct http_upstream_call *c)
+{
+    if (call_can_park(c)) {
+        conn_park(c->conn);
+        c->conn = NULL;
+    }
+    call_finish(c, HTTP_UPSTREAM_OK, true);
+}
+
+static void call_read(struct http_upstream_call *c, const char *err)
+{
+    h2o_socket_t *sock = c->conn->sock;
+    enum parse_step step = STEP_MORE;
+
+    if (sock->input->size > 0 && !c->first_byte) {
+        /* From the first byte, even of a status line, the rest of the call
+         * has until the total deadline. */
+        c->first_byte = true;
+        c->phase = CALL_READING;
+        if (!call_arm(c, c->total_due_ms)) {
+            call_finish(c, HTTP_UPSTREAM_IO, false);
+            return;
+        }
+    }
+    if (!c->have_head)
+        step = parse_head(c, &sock->input);
+    if (c->have_head && (step == STEP_MORE || step == STEP_DONE))
+        step = parse_body(c, &sock->input);
+
+    switch (step) {
+    case STEP_DONE: call_complete(c); return;
+    case STEP_IO: call_finish(c, HTTP_UPSTREAM_IO, false); return;
+    case STEP_TOOBIG: call_finish(c, HTTP_UPSTREAM_TOOBIG, false); return;
+    case STEP_MORE: break;
+    }
+    if (err == NULL)
+        return;
+    /* A body without framing ends when the peer closes. */
+    if (c->have_head && c->framing == BODY_CLOSE &&
+        err == h2o_socket_error_closed) {
+        c->keep_alive = false;
+        call_complete(c);
+        return;
+    }
+    call_fail(c);
+}
+
+static void on_conn_read(h2o_socket_t *sock, const char *err)
+{
+    struct upstream_conn *k = sock->data;
+
+    /* Idle: the peer closed, or sent what nobody asked for. */
+    if (k->call == NULL) {
+        conn_close(k);
+        return;
+    }
+    call_read(k->call, err);
 }
 
 /* --- the API ------------------------------------------------------------- */
@@ -748,6 +1011,35 @@ static int clamp_ms(int ms)
         return 1;
     return ms > HTTP_UPSTREAM_TIMEOUT_MAX_MS ? HTTP_UPSTREAM_TIMEOUT_MAX_MS
                                              : ms;
+}
+
+/* On the pool's thread; NULL once it is closed. */
+static struct upstream_pool *pool_open(struct http_upstream *u,
+                                       struct http_thread *t)
+{
+    struct upstream_pool *p = &u->pools[t->index];
+
+    return p->closed ? NULL : p;
+}
+
+/* Starts c on an idle connection, else on a new one.  False when no timer
+ * could be had (the thread is stopping). */
+static bool call_start(struct http_upstream_call *c)
+{
+    struct upstream_conn *k = pool_take(c->pool);
+
+    if (k != NULL) {
+        k->call = c;
+        c->conn = k;
+        c->reused = true;
+        return call_write(c);
+    }
+    if (call_connect(c))
+        return call_arm(c, phase_due(c, c->connect_ms));
+    /* Failed at once: done must still run after send returns. */
+    c->phase = CALL_FINISHING;
+    c->pending_result = HTTP_UPSTREAM_CONNECT;
+    return call_arm(c, 0);
 }
 
 struct http_upstream_call *
@@ -771,7 +1063,7 @@ http_upstream_send(struct http_upstream *u, int thread,
     c->pool = pool_open(u, t);
     c->request = build_request(u, rq);
     if (c->pool == NULL || c->request.base == NULL)
-        goto out_free;
+        goto out_free_call;
     http_upstream_retain(u);
     c->u = u;
     c->thread = t;
@@ -787,27 +1079,13 @@ http_upstream_send(struct http_upstream *u, int thread,
     c->head_method = strcmp(rq->method, "HEAD") == 0;
     h2o_linklist_insert(&t->upstream.calls, &c->link);
 
-    call_start_connect(c, true);
-    if (c->pending) {
-        /* Failed at once (a refused connect can be): done must still run
-         * after this call returns. */
-        c->phase = CALL_FINISHING;
-        if (call_arm(c, 0))
-            return c;
-        call_free(c);
-        return NULL;
-    }
-    bool armed = c->phase == CALL_CONNECTING
-                     ? call_arm(c, phase_due(c, c->connect_ms))
-                     : call_arm(c, phase_due(c, c->first_byte_ms));
-    if (!armed) {
-        call_abort_client(c);
+    if (!call_start(c)) {
         call_free(c);
         return NULL;
     }
     return c;
 
-out_free:
+out_free_call:
     free(c->request.base);
     free(c);
     return NULL;
@@ -817,8 +1095,7 @@ void http_upstream_cancel(struct http_upstream_call *c)
 {
     if (c == NULL)
         return;
-    assert(!c->starting);
-    call_abort_client(c);
+    /* Its connection may be mid-answer: call_free closes it. */
     call_free(c);
 }
 
@@ -828,12 +1105,7 @@ void http_upstream_thread_setup(struct http_thread *t)
 {
     struct http_upstream_thread *ut = &t->upstream;
 
-    h2o_timeout_init(t->ctx.loop, &ut->io_timeout, UPSTREAM_IO_TIMEOUT_MS);
-    ut->ctx.loop = t->ctx.loop;
-    ut->ctx.getaddr_receiver = &t->ctx.receivers.hostinfo_getaddr;
-    ut->ctx.io_timeout = &ut->io_timeout;
-    ut->ctx.websocket_timeout = NULL;
-    ut->ctx.ssl_ctx = NULL;
+    h2o_timeout_init(t->ctx.loop, &ut->idle_timeout, HTTP_UPSTREAM_IDLE_MS);
     h2o_linklist_init_anchor(&ut->calls);
     ut->ready = true;
 }
@@ -857,7 +1129,6 @@ void http_upstream_thread_stop(struct http_thread *t)
     while (!h2o_linklist_is_empty(&ut->calls)) {
         struct http_upstream_call *c = H2O_STRUCT_FROM_MEMBER(
             struct http_upstream_call, link, ut->calls.next);
-        call_abort_client(c);
         call_finish(c, HTTP_UPSTREAM_IO, false);
     }
 
@@ -872,7 +1143,8 @@ void http_upstream_thread_stop(struct http_thread *t)
     }
     pthread_mutex_unlock(&s->upstreams_lock);
 
-    h2o_timeout_dispose(t->ctx.loop, &ut->io_timeout);
+    /* Every idle connection of this thread was in one of those pools. */
+    h2o_timeout_dispose(t->ctx.loop, &ut->idle_timeout);
     ut->ready = false;
 }
 
@@ -892,7 +1164,7 @@ void http_upstream_server_free(struct http_server *s)
             struct http_upstream *u =
                 H2O_STRUCT_FROM_MEMBER(struct http_upstream, link, l);
             l = l->next;
-            assert(!u->pools[i].ready);
+            assert(h2o_linklist_is_empty(&u->pools[i].idle));
             if (pool_close(&u->pools[i]))
                 upstream_destroy(u, true);
         }

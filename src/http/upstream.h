@@ -7,10 +7,11 @@
  * that same thread.  Nothing blocks and no lock is taken per call.
  *
  * Each instance keeps, per loop thread, a pool of idle keep-alive
- * connections (h2o's http1client and socketpool): at most max_idle of
- * them, each closed after HTTP_UPSTREAM_IDLE_MS unused.  A connection
- * returns to its pool only when its answer was complete and the upstream
- * allowed keep-alive.
+ * connections (h2o sockets left on their loop, answers parsed with
+ * picohttpparser): at most max_idle of them, each closed after
+ * HTTP_UPSTREAM_IDLE_MS unused or as soon as the upstream closes it.  A
+ * connection returns to its pool only when its answer was complete, with
+ * nothing after it, and the upstream allowed keep-alive.
  *
  * One-shot timers (http_timer_start, http_timer_cancel) and the loop's
  * clock (http_loop_now_ms) are declared in http/http.h, which this header

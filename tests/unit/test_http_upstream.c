@@ -5,6 +5,7 @@
  * (answer, stay silent, answer too much, drop a reused connection...).
  */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -30,6 +31,8 @@ enum fake_mode {
     FAKE_CHUNKED,     /* "hello" in two chunks */
     FAKE_DROP_SECOND, /* closes a connection at its second request */
     FAKE_PARTIAL,     /* half a status line, then silence */
+    FAKE_SCRIPT,      /* f->script as given; closes after it if script_close */
+    FAKE_ECHO_CLOSE,  /* as FAKE_ECHO, then closes the connection at once */
 };
 
 #define FAKE_CONNS   256
@@ -52,6 +55,8 @@ struct fake {
     atomic_int accepts, closes, requests;
     pthread_mutex_t lock;
     char last_head[FAKE_BUF]; /* the last request's head, under lock */
+    const char *script;       /* FAKE_SCRIPT's answer, set before a call */
+    bool script_close;
     struct fake_conn conns[FAKE_CONNS];
 };
 
@@ -99,6 +104,7 @@ static void fake_answer(struct fake *f, struct fake_conn *c, const char *head,
     head_value(head, "\r\nx-custom: ", custom, sizeof(custom));
     switch (mode) {
     case FAKE_ECHO:
+    case FAKE_ECHO_CLOSE:
     case FAKE_DROP_SECOND:
         if (body_len == 0) {
             body = "hello";
@@ -142,6 +148,7 @@ static void fake_answer(struct fake *f, struct fake_conn *c, const char *head,
         return;
     }
     case FAKE_PARTIAL: write_all(c->fd, "HTTP/1.1 200 O", 14); return;
+    case FAKE_SCRIPT: write_all(c->fd, f->script, strlen(f->script)); return;
     default: return;
     }
 }
@@ -176,6 +183,13 @@ static bool fake_take_request(struct fake *f, struct fake_conn *c)
     char body[FAKE_BUF];
     memcpy(body, c->buf + head_len, body_len);
     fake_answer(f, c, head, body, body_len);
+    int mode = atomic_load(&f->mode);
+    if (mode == FAKE_ECHO_CLOSE || (mode == FAKE_SCRIPT && f->script_close)) {
+        close(c->fd);
+        c->fd = -1;
+        atomic_fetch_add(&f->closes, 1);
+        return false;
+    }
     memmove(c->buf, c->buf + head_len + body_len, c->len - head_len - body_len);
     c->len -= head_len + body_len;
     return true;
@@ -685,7 +699,7 @@ TEST(ipv6_round_trip_and_retry)
     run_job(&l, &j);
     CHECK_INT(j.result, HTTP_UPSTREAM_OK);
     CHECK(strstr(j.headers, host) != NULL);
-    /* The retry's fresh connection goes through h2o's resolver. */
+    /* The retry's fresh connection is made to the IPv6 address too. */
     job_init(&j, u, 0, "GET", "/six-again");
     run_job(&l, &j);
     CHECK_INT(j.result, HTTP_UPSTREAM_OK);
@@ -706,8 +720,8 @@ TEST(head_answer_has_no_body)
     CHECK_INT(http_upstream_create(l.server, "127.0.0.1", f->port, 4, &u),
               ERR_OK);
     /* The fake wrongly sends a body to HEAD too: the answer ends at its
-     * head all the same (h2o's pool drops the connection at its next use,
-     * seeing the stray bytes). */
+     * head all the same (the stray bytes make the client close the
+     * connection rather than keep it). */
     job_init(&j, u, 0, "HEAD", "/head");
     run_job(&l, &j);
     CHECK_INT(j.result, HTTP_UPSTREAM_OK);
@@ -937,6 +951,169 @@ TEST(release_during_call_and_stop_ends_calls)
     fake_stop(f);
 }
 
+/* Open file descriptors of this process: a connection either side holds
+ * open shows up here. */
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+
+    CHECK(d != NULL);
+    while (readdir(d) != NULL)
+        n++;
+    closedir(d);
+    return n;
+}
+
+static void note_ran(void *thread_data, void *arg)
+{
+    (void)thread_data;
+    atomic_store((atomic_bool *)arg, true);
+}
+
+/* Returns once loop thread 0 runs tasks, that is, once it is set up. */
+static void loops_wait_ready(struct loops *l)
+{
+    atomic_bool ran = false;
+
+    CHECK(http_server_post(l->server, 0, note_ran, &ran));
+    for (int i = 0; i < 1000 && !atomic_load(&ran); i++)
+        usleep(5000);
+    CHECK(atomic_load(&ran));
+}
+
+struct framing_case {
+    const char *script;
+    bool close_after;
+    enum http_upstream_result result;
+    int status;
+    const char *body;
+    bool kept; /* the connection serves the next call */
+};
+
+TEST(answers_are_framed_every_way)
+{
+    static const struct framing_case cases[] = {
+        {"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n"
+         "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+         false, HTTP_UPSTREAM_OK, 200, "hello", true},
+        {"HTTP/1.1 204 No Content\r\n\r\n", false, HTTP_UPSTREAM_OK, 204, "",
+         true},
+        {"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", false,
+         HTTP_UPSTREAM_OK, 304, "", true},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+         "3\r\nhel\r\n2;ext=1\r\nlo\r\n0\r\nX-Trailer: 1\r\n\r\n",
+         false, HTTP_UPSTREAM_OK, 200, "hello", true},
+        {"HTTP/1.0 200 OK\r\n\r\nuntil the close", true, HTTP_UPSTREAM_OK, 200,
+         "until the close", false},
+        {"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+         false, HTTP_UPSTREAM_OK, 200, "ok", false},
+        {"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n"
+         "\r\nok",
+         false, HTTP_UPSTREAM_OK, 200, "ok", true},
+        /* Bytes past the end of the answer: the connection is not reused. */
+        {"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokSTRAY", false,
+         HTTP_UPSTREAM_OK, 200, "ok", false},
+        {"HTTP/1.1 2x0 OK\r\n\r\n", false, HTTP_UPSTREAM_IO, 0, NULL, false},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 5x\r\n\r\nhello", false,
+         HTTP_UPSTREAM_IO, 0, NULL, false},
+        {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"
+         "hello!",
+         false, HTTP_UPSTREAM_IO, 0, NULL, false},
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", false,
+         HTTP_UPSTREAM_IO, 0, NULL, false},
+        /* Closed in the middle of a body of known length. */
+        {"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf", true,
+         HTTP_UPSTREAM_IO, 0, NULL, false},
+    };
+    struct fake *f = fake_start(FAKE_SCRIPT);
+    struct loops l;
+    struct job j;
+
+    loops_start(&l, 1);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct framing_case *fc = &cases[i];
+        struct http_upstream *u;
+        int accepts = atomic_load(&f->accepts);
+
+        /* A fresh instance: its first call opens a connection. */
+        CHECK_INT(http_upstream_create(l.server, "127.0.0.1", f->port, 4, &u),
+                  ERR_OK);
+        atomic_store(&f->mode, FAKE_SCRIPT);
+        f->script = fc->script;
+        f->script_close = fc->close_after;
+        job_init(&j, u, 0, "GET", "/framed");
+        run_job(&l, &j);
+        if ((int)j.result != (int)fc->result)
+            fprintf(stderr, "  case %zu: result %d\n", i, (int)j.result);
+        CHECK_INT(j.result, fc->result);
+        CHECK(j.first_byte);
+        if (fc->result == HTTP_UPSTREAM_OK) {
+            CHECK_INT(j.status, fc->status);
+            CHECK_STR(j.body_got, fc->body);
+        }
+
+        /* The next call reuses the connection only when it was kept. */
+        atomic_store(&f->mode, FAKE_ECHO);
+        job_init(&j, u, 0, "GET", "/next");
+        run_job(&l, &j);
+        CHECK_INT(j.result, HTTP_UPSTREAM_OK);
+        CHECK_STR(j.body_got, "hello");
+        if (atomic_load(&f->accepts) - accepts != (fc->kept ? 1 : 2))
+            fprintf(stderr, "  case %zu: kept is wrong\n", i);
+        CHECK_INT(atomic_load(&f->accepts) - accepts, fc->kept ? 1 : 2);
+        http_upstream_release(u);
+    }
+    loops_stop(&l);
+    fake_stop(f);
+}
+
+TEST(idle_connections_closed_by_peer_or_by_age_are_dropped)
+{
+    struct fake *f = fake_start(FAKE_ECHO_CLOSE);
+    struct loops l;
+    struct http_upstream *u;
+    struct job j;
+    int fds;
+
+    loops_start(&l, 1);
+    CHECK_INT(http_upstream_create(l.server, "127.0.0.1", f->port, 4, &u),
+              ERR_OK);
+    loops_wait_ready(&l);
+    fds = count_fds();
+
+    /* The peer closes an idle connection: the client hears it while the
+     * connection sits in its pool, and closes its end at once. */
+    job_init(&j, u, 0, "GET", "/then-close");
+    run_job(&l, &j);
+    CHECK_INT(j.result, HTTP_UPSTREAM_OK);
+    for (int i = 0; i < 100 && count_fds() != fds; i++)
+        usleep(10000);
+    CHECK_INT(count_fds(), fds);
+    /* The next call needs no retry: it opens a new connection. */
+    job_init(&j, u, 0, "GET", "/fresh");
+    run_job(&l, &j);
+    CHECK_INT(j.result, HTTP_UPSTREAM_OK);
+    CHECK_INT(atomic_load(&f->accepts), 2);
+    CHECK_INT(atomic_load(&f->requests), 2);
+
+    /* An idle connection is closed after HTTP_UPSTREAM_IDLE_MS. */
+    atomic_store(&f->mode, FAKE_ECHO);
+    for (int i = 0; i < 100 && count_fds() != fds; i++)
+        usleep(10000);
+    job_init(&j, u, 0, "GET", "/kept");
+    run_job(&l, &j);
+    CHECK_INT(j.result, HTTP_UPSTREAM_OK);
+    usleep(200 * 1000);
+    CHECK_INT(count_fds(), fds + 2); /* both ends, client and fake */
+    usleep((HTTP_UPSTREAM_IDLE_MS + 1000) * 1000);
+    CHECK_INT(count_fds(), fds);
+    CHECK_INT(atomic_load(&f->closes), 3);
+    http_upstream_release(u);
+    loops_stop(&l);
+    fake_stop(f);
+}
+
 TEST(calls_are_counted_by_result)
 {
     char *text = NULL;
@@ -965,4 +1142,6 @@ HARNESS_MAIN(T(create_validates),
              T(cancelled_call_never_reports),
              T(many_concurrent_calls_on_two_threads),
              T(release_during_call_and_stop_ends_calls),
+             T(answers_are_framed_every_way),
+             T(idle_connections_closed_by_peer_or_by_age_are_dropped),
              T(calls_are_counted_by_result))
