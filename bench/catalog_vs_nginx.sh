@@ -26,8 +26,8 @@ nginx_pid=""
 wrk_pid=""
 work=""
 
-log() { printf 'bench: %s\n' "$*"; }
-die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 cleanup() {
     local pid
@@ -44,51 +44,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
-print(s.getsockname()[1])'
-}
-
-# wait_for URL PID NAME LOG: waits until URL answers 200 while PID lives.
-wait_for() {
-    local url=$1 pid=$2 name=$3 logfile=$4 deadline
-    deadline=$((SECONDS + ready_timeout_s))
-    while ((SECONDS < deadline)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 20 "$logfile" >&2 || true
-            die "$name exited before it was ready"
-        fi
-        if [[ $(curl -s -o /dev/null -w '%{http_code}' "$url") == 200 ]]
-        then
-            return 0
-        fi
-        sleep 0.1
-    done
-    tail -n 20 "$logfile" >&2 || true
-    die "$name not ready within ${ready_timeout_s}s"
-}
-
-# to_ms VALUE: wrk's "812.00us" / "3.21ms" / "1.02s" in milliseconds.
-to_ms() {
-    awk -v v="$1" 'BEGIN {
-        n = v + 0
-        if (v ~ /us$/) n /= 1000
-        else if (v ~ /ms$/) n += 0
-        else if (v ~ /s$/) n *= 1000
-        printf "%.3f", n }'
-}
-
-# run_wrk OUTPUT ARGS...: runs wrk in the background and waits for it, so
-# that a signal to this script is handled at once, not after the run.
-run_wrk() {
-    local out=$1
-    shift
-    "${load_cpu[@]}" wrk "$@" >"$out" &
-    wrk_pid=$!
-    wait "$wrk_pid" || die "wrk $* failed"
-    wrk_pid=""
-}
 
 # measure NAME URL: warms up, runs wrk, and sets rps and p99_ms.
 measure() {

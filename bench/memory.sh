@@ -36,16 +36,8 @@ catalog_pid=""
 booking_pid=""
 work=""
 
-log() { printf 'bench: %s\n' "$*"; }
-die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
-
-stop_pid() {
-    local pid=$1
-    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    fi
-}
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
 cleanup() {
     stop_pid "$booking_pid"
@@ -57,30 +49,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
-print(s.getsockname()[1])'
-}
-
-# wait_for URL PID NAME LOG: waits until URL answers 200 while PID lives.
-wait_for() {
-    local url=$1 pid=$2 name=$3 logfile=$4 deadline
-    deadline=$((SECONDS + ready_timeout_s))
-    while ((SECONDS < deadline)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            tail -n 20 "$logfile" >&2 || true
-            die "$name exited before it was ready"
-        fi
-        if [[ $(curl -s -o /dev/null -w '%{http_code}' "$url") == 200 ]]
-        then
-            return 0
-        fi
-        sleep 0.1
-    done
-    tail -n 20 "$logfile" >&2 || true
-    die "$name not ready within ${ready_timeout_s}s"
-}
 
 start_catalog() {
     catalog_port=$(free_port)
