@@ -623,6 +623,52 @@ int store_write_sync(struct store *s, int (*apply)(struct store_conn *, void *),
     return rc;
 }
 
+/* One statement with one integer, queued and forgotten. */
+struct store_exec_job {
+    struct store_write w;
+    const char *sql;
+    int64_t value;
+};
+
+static int store_exec_apply(struct store_conn *c, void *arg)
+{
+    struct store_exec_job *j = arg;
+    struct store_stmt *st;
+    int rc = store_prepare(c, j->sql, &st);
+
+    if (rc != ERR_OK)
+        return rc;
+    store_bind_int(st, 1, j->value);
+    rc = store_step(st);
+    store_reset(st);
+    return rc < 0 ? rc : ERR_OK;
+}
+
+/* A failure was logged by the backend, with the statement, and counted. */
+static void store_exec_done(void *arg, int rc)
+{
+    (void)rc;
+    free(arg);
+}
+
+int store_submit_exec(struct store *s, const char *sql, int64_t value)
+{
+    struct store_exec_job *j = calloc(1, sizeof(*j));
+    int rc;
+
+    if (j == NULL)
+        return ERR_NOMEM;
+    j->sql = sql;
+    j->value = value;
+    j->w.apply = store_exec_apply;
+    j->w.done = store_exec_done;
+    j->w.arg = j;
+    rc = store_submit(s, &j->w);
+    if (rc != ERR_OK)
+        free(j);
+    return rc;
+}
+
 /* Open and close --------------------------------------------------------- */
 
 static const struct store_ops *store_backend_find(const char *name)

@@ -172,6 +172,16 @@ struct store_write {
 int store_submit(struct store *s, struct store_write *w);
 
 /*
+ * Queues one statement with one integer parameter (?1 = value), for
+ * housekeeping whose outcome nobody waits for, such as deleting expired
+ * rows in bounded batches.  sql must outlive the write (a string
+ * literal).  ERR_OK once queued, else ERR_NOMEM or store_submit()'s error;
+ * a failure at commit is logged by the backend and counted in
+ * write_errors.
+ */
+int store_submit_exec(struct store *s, const char *sql, int64_t value);
+
+/*
  * Submits apply(arg) and waits until it is committed; returns its result.
  * For start-up code and tools, never for an event-loop thread.
  */

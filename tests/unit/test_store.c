@@ -1083,6 +1083,26 @@ TEST(writer_sync_returns_apply_result)
     tmp_db_remove(&t);
 }
 
+TEST(writer_exec_runs_one_statement_and_forgets_it)
+{
+    struct tmp_db t;
+    struct insert_args a = {0};
+    tmp_db_make(&t);
+    struct store_config cfg = test_config(&t);
+    struct store *s = open_store(&cfg, 1);
+
+    CHECK_INT(store_write_sync(s, insert_three, &a), ERR_OK);
+    /* A statement that fails is logged, counted and freed; the next runs. */
+    CHECK_INT(store_submit_exec(s, "DELETE FROM nowhere WHERE id < ?", 1),
+              ERR_OK);
+    CHECK_INT(store_submit_exec(s, "DELETE FROM items WHERE owner < ?", 2),
+              ERR_OK);
+    store_close(s); /* drains the queue */
+    CHECK_INT(raw_count(t.path, "SELECT count(*) FROM items"), 1);
+    CHECK_INT(raw_count(t.path, "SELECT id FROM items"), 12);
+    tmp_db_remove(&t);
+}
+
 TEST(writer_busy_database_retried_then_busy)
 {
     struct tmp_db t;
@@ -1134,4 +1154,5 @@ HARNESS_MAIN(T(migrations_applied_once), T(migrations_none_gives_version_zero),
              T(writer_concurrent_submits_group_commit),
              T(writer_queue_bound_gives_full), T(writer_close_drains_queue),
              T(writer_sync_returns_apply_result),
+             T(writer_exec_runs_one_statement_and_forgets_it),
              T(writer_busy_database_retried_then_busy))

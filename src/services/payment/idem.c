@@ -208,42 +208,9 @@ static const char SQL_IDEM_EXPIRE[] =
     "DELETE FROM idempotency WHERE (scope, key) IN (SELECT scope, key FROM "
     "idempotency WHERE created_at < ? LIMIT 1000)";
 
-struct expire_job {
-    struct store_write w;
-    int64_t before;
-};
-
-static int expire_apply(struct store_conn *c, void *arg)
-{
-    struct expire_job *j = arg;
-    struct store_stmt *st;
-    int rc = store_prepare(c, SQL_IDEM_EXPIRE, &st);
-
-    if (rc != ERR_OK)
-        return rc;
-    store_bind_int(st, 1, j->before);
-    rc = store_step(st);
-    store_reset(st);
-    return rc < 0 ? rc : ERR_OK;
-}
-
-static void expire_done(void *arg, int rc)
-{
-    if (rc != ERR_OK)
-        log_warn("payment", "idempotency_expiry_failed error=%s", err_name(rc));
-    free(arg);
-}
-
 void pay_idem_expire_old(struct payment *p, int64_t now_ms)
 {
-    struct expire_job *j = calloc(1, sizeof(*j));
-
-    if (j == NULL)
-        return;
-    j->before = now_ms - PAY_IDEM_TTL_MS;
-    j->w.apply = expire_apply;
-    j->w.done = expire_done;
-    j->w.arg = j;
-    if (store_submit(p->store, &j->w) != ERR_OK)
-        free(j);
+    /* Bounded batches (LIMIT in the statement): a caller ticks often. */
+    (void)store_submit_exec(p->store, SQL_IDEM_EXPIRE,
+                            now_ms - PAY_IDEM_TTL_MS);
 }
