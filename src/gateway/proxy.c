@@ -19,9 +19,8 @@
 
 #define GW_ATTEMPTS_MAX (1 + GW_RETRY_MAX)
 /* X-Request-Id, X-Forwarded-For and X-Deadline-Ms. */
-#define GW_ADDED_HEADERS   3
-#define GW_XFF_MAX         512
-#define GW_CONN_TOKENS_MAX 8
+#define GW_ADDED_HEADERS 3
+#define GW_XFF_MAX       512
 
 struct gw_call {
     struct gateway *gw;
@@ -80,15 +79,29 @@ static bool name_is(const struct http_header_kv *h, const char *name)
            strncasecmp(h->name, name, h->name_len) == 0;
 }
 
-/* Whether the client's Connection header lists this header's name. */
-static bool named_in_connection(const struct http_header_kv *all, size_t n,
+/* The client's Connection headers, found once per request. */
+struct conn_lists {
+    const struct http_header_kv *list[GW_HEADERS_MAX];
+    size_t n;
+};
+
+static void conn_lists_find(const struct http_header_kv *all, size_t n,
+                            struct conn_lists *out)
+{
+    out->n = 0;
+    for (size_t k = 0; k < n && out->n < GW_HEADERS_MAX; k++)
+        if (name_is(&all[k], "connection"))
+            out->list[out->n++] = &all[k];
+}
+
+/* Whether a Connection header of the client lists this header's name. */
+static bool named_in_connection(const struct conn_lists *conn,
                                 const struct http_header_kv *h)
 {
-    for (size_t k = 0; k < n; k++) {
-        const char *v = all[k].value, *end = v + all[k].value_len;
+    for (size_t k = 0; k < conn->n; k++) {
+        const char *v = conn->list[k]->value;
+        const char *end = v + conn->list[k]->value_len;
 
-        if (!name_is(&all[k], "connection"))
-            continue;
         while (v < end) {
             const char *comma = memchr(v, ',', (size_t)(end - v));
             const char *tok_end = comma != NULL ? comma : end;
@@ -107,7 +120,7 @@ static bool named_in_connection(const struct http_header_kv *all, size_t n,
 }
 
 /* Headers the gateway never forwards as the client sent them. */
-static bool header_dropped(const struct http_header_kv *all, size_t n,
+static bool header_dropped(const struct conn_lists *conn,
                            const struct http_header_kv *h)
 {
     static const char *const drop[] = {
@@ -131,7 +144,7 @@ static bool header_dropped(const struct http_header_kv *all, size_t n,
     for (size_t k = 0; k < sizeof(drop) / sizeof(drop[0]); k++)
         if (name_is(h, drop[k]))
             return true;
-    return named_in_connection(all, n, h);
+    return named_in_connection(conn, h);
 }
 
 static char *arena_put(char **at, const char *s, size_t len)
@@ -174,8 +187,12 @@ static int call_copy(struct gw_call *c, struct http_req *req)
     const char *query = strchr(target, '?');
     const char *body = http_req_body(req, &body_len);
     size_t xff_len = 0;
+    struct conn_lists conn;
     char *at;
 
+    if (nin > GW_HEADERS_MAX)
+        return ERR_TOOBIG;
+    conn_lists_find(in, nin, &conn);
     snprintf(c->method, sizeof(c->method), "%s", http_req_method(req));
     snprintf(c->request_id, sizeof(c->request_id), "%s", http_req_id(req));
 
@@ -196,10 +213,9 @@ static int call_copy(struct gw_call *c, struct http_req *req)
     for (size_t k = 0; k < nin; k++) {
         if (name_is(&in[k], "x-forwarded-for"))
             xff_add(c, &xff_len, in[k].value, in[k].value_len);
-        if (header_dropped(in, nin, &in[k]))
+        if (header_dropped(&conn, &in[k]))
             continue;
-        if (c->nheaders == GW_HEADERS_MAX)
-            return ERR_TOOBIG;
+        assert(c->nheaders < GW_HEADERS_MAX); /* nin was checked */
         struct http_header_kv *h = &c->headers[c->nheaders++];
         h->name = arena_put(&at, in[k].name, in[k].name_len);
         h->name_len = in[k].name_len;
@@ -524,7 +540,7 @@ void gw_proxy(struct http_req *req, struct gateway *gw,
         if (rc == ERR_TOOBIG)
             http_respond_problem(req, 431, "headers-too-large",
                                  "Request header fields too large",
-                                 "at most %d header fields are forwarded",
+                                 "at most %d header fields are accepted",
                                  GW_HEADERS_MAX);
         else
             http_respond_unavailable(req, 1, "the gateway is out of memory");

@@ -352,9 +352,15 @@ class GatewayTest(unittest.TestCase):
                 "X-Request-Id": "gw-hop-1",
                 "X-Custom": "kept"})
             plain = gw.json("GET", "/v1/echo/y")
+            # More header fields than the gateway takes: 431, not sent on.
+            many = {f"X-Many-{i}": "v" for i in range(70)}
+            status_many, _, body_many = gw.json("GET", "/v1/echo/z",
+                                                headers=many)
         finally:
             echo.shutdown()
             echo.server_close()
+        self.assertEqual((status_many, body_many["type"]),
+                         (431, "/problems/headers-too-large"))
         self.assertEqual(status, 200, seen)
         for name in ("x-secret", "proxy-connection", "te"):
             self.assertNotIn(name, seen)
