@@ -10,7 +10,8 @@ BUILD   ?= build/$(MODE)
 # A subset of source folders can be built alone: SRC_DIRS="src/base src/store"
 SRC_DIRS ?= src
 
-PKGS    := libh2o-evloop jansson sqlite3 openssl
+PKGS    := libh2o-evloop jansson sqlite3 openssl librabbitmq libqrencode \
+           libsodium
 WARN    := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
            -Wmissing-prototypes -Wpointer-arith -Wformat=2 -Wundef -Wvla \
            -Wimplicit-fallthrough -Wcast-align -Wwrite-strings -Werror

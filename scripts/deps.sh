@@ -11,6 +11,8 @@ packages=(
     # build
     gcc make pkg-config
     libh2o-evloop-dev libjansson-dev libsqlite3-dev libssl-dev zlib1g-dev
+    # messaging over RabbitMQ, e-ticket QR codes, password hashing
+    librabbitmq-dev libqrencode-dev libsodium-dev
     # run and inspect
     sqlite3 curl
     # tests: tests/run.py, the integration suites, the API lint
@@ -20,6 +22,8 @@ packages=(
     # tests: a real Prometheus scrapes the services; promtool and amtool
     # check the alert rules and the Alertmanager configuration
     prometheus prometheus-alertmanager
+    # tests: the messaging suite runs again on a real RabbitMQ broker
+    rabbitmq-server
     # benchmarks: the anchor servers and the load generators
     nginx-light haproxy wrk postgresql postgresql-contrib
 )
