@@ -27,7 +27,7 @@
 #include "domain/layout.h"
 
 #define INV_HOLD_ID_MAX  40
-#define INV_CUSTOMER_MAX 64
+#define INV_CUSTOMER_MAX 64 /* HTTP_CUSTOMER_MAX */
 #define INV_SEAT_ID_MAX  12 /* "ABCD999" and a NUL, with room */
 
 enum seat_state {

@@ -1,7 +1,8 @@
 /*
- * auth.c - the admin bearer token that every role's /admin/ routes share,
- * until accounts and roles replace it.
+ * auth.c - who a request acts for: the customer the gateway names, and the
+ * admin bearer token that every role's /admin/ routes share.
  */
+#include <ctype.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <string.h>
@@ -46,4 +47,30 @@ bool http_req_admin_ok(struct http_req *req, const char *token)
         return false;
     }
     return true;
+}
+
+bool http_customer_ok(const char *s)
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+
+    if (n == 0 || n > HTTP_CUSTOMER_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && strchr("._-", s[i]) == NULL)
+            return false;
+    return true;
+}
+
+const char *http_req_customer(struct http_req *req)
+{
+    const char *customer = http_req_header(req, "x-customer-id");
+
+    if (!http_customer_ok(customer)) {
+        http_respond_problem(req, 400, "invalid-customer", "Invalid customer",
+                             "X-Customer-Id must be 1 to %d characters of "
+                             "letters, digits, '.', '_' or '-'",
+                             HTTP_CUSTOMER_MAX);
+        return NULL;
+    }
+    return customer;
 }

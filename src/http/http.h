@@ -360,6 +360,21 @@ void http_respond_proxied(struct http_req *req, int status,
  */
 bool http_req_admin_ok(struct http_req *req, const char *token);
 
+/* The longest customer id a service accepts. */
+#define HTTP_CUSTOMER_MAX 64
+
+/* Whether s is a customer id: 1..HTTP_CUSTOMER_MAX of [A-Za-z0-9._-]. */
+bool http_customer_ok(const char *s);
+
+/*
+ * The customer the request acts for, from X-Customer-Id (the gateway sets
+ * it for signed-in customers).  Returns it (valid until the request ends),
+ * or NULL after answering 400 invalid-customer.  Every service reads the
+ * customer through here, so how far the header is trusted is decided in
+ * one place.
+ */
+const char *http_req_customer(struct http_req *req);
+
 /* Whether the request has been answered (or deferred). */
 bool http_req_answered(struct http_req *req);
 

@@ -136,18 +136,6 @@ static int hold_read(struct store_conn *c, const char *id, struct hold_row *row)
 
 /* --- request checks ------------------------------------------------------ */
 
-static bool customer_ok(const char *s)
-{
-    size_t n = s != NULL ? strlen(s) : 0;
-
-    if (n == 0 || n > INV_CUSTOMER_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)s[i]) && strchr("._-", s[i]) == NULL)
-            return false;
-    return true;
-}
-
 /* Hold ids are "<show id>-<16 hex digits>": the show names the owner. */
 static bool hold_id_parse(const char *id, int64_t *show_id)
 {
@@ -166,15 +154,10 @@ static bool hold_id_parse(const char *id, int64_t *show_id)
 
 static bool read_customer(struct http_req *req, struct booking_op *op)
 {
-    const char *customer = http_req_header(req, "x-customer-id");
+    const char *customer = http_req_customer(req);
 
-    if (!customer_ok(customer)) {
-        http_respond_problem(req, 400, "invalid-customer", "Invalid customer",
-                             "X-Customer-Id must be 1 to %d characters of "
-                             "letters, digits, '.', '_' or '-'",
-                             INV_CUSTOMER_MAX);
+    if (customer == NULL)
         return false;
-    }
     snprintf(op->customer, sizeof(op->customer), "%s", customer);
     return true;
 }
@@ -631,7 +614,7 @@ void booking_handle_extend_hold(struct http_req *req, void *app)
     }
     const char *customer = http_req_header(req, "x-customer-id");
     snprintf(op->customer, sizeof(op->customer), "%s",
-             customer_ok(customer) ? customer : "anonymous");
+             http_customer_ok(customer) ? customer : "anonymous");
     if (!hold_param(req, &id, &op->show_id) || idem_begin(b, req, op)) {
         booking_op_free(op);
         return;
