@@ -249,6 +249,34 @@ class AdminValidationTest(CatalogCase):
             ("prices.gold", "unknown-category"),
             ("prices.prime", "missing-price")})
 
+    def test_show_cancellation_policy(self):
+        _, _, screen, movie = self.world("Policyville")
+        status, _, show = self.make_show(movie["id"], screen["id"], future(2))
+        self.assertEqual(status, 201)
+        self.assertEqual(show["cancellation"],
+                         {"until_minutes_before": 120, "fee_percent": 10})
+        status, _, show = self.make_show(
+            movie["id"], screen["id"], future(6),
+            cancellation={"until_minutes_before": 0, "fee_percent": 100})
+        self.assertEqual(status, 201)
+        status, _, raw = self.svc.request("GET", f"/v1/shows/{show['id']}")
+        self.assertEqual(status, 200)
+        self.assertEqual(json.loads(raw)["cancellation"],
+                         {"until_minutes_before": 0, "fee_percent": 100})
+        status, got, data = self.make_show(
+            movie["id"], screen["id"], future(10),
+            cancellation={"until_minutes_before": 10081, "fee_percent": -1,
+                          "refund": True})
+        self.problem(status, got, data, "validation-failed")
+        self.assertEqual(self.field_codes(data), {
+            ("cancellation.until_minutes_before", "out-of-range"),
+            ("cancellation.fee_percent", "negative"),
+            ("cancellation.refund", "unknown-field")})
+        status, _, data = self.make_show(movie["id"], screen["id"],
+                                         future(10), cancellation=[])
+        self.assertEqual(self.field_codes(data),
+                         {("cancellation", "wrong-type")})
+
     def test_show_in_the_past(self):
         _, _, screen, movie = self.world("Pastville")
         status, got, data = self.make_show(movie["id"], screen["id"],

@@ -206,15 +206,40 @@ static bool check_time(json_t *b, const char *key, bool required, int64_t *out,
     return true;
 }
 
+/*
+ * "cancellation": {"until_minutes_before": 120, "fee_percent": 10}, both
+ * optional; the defaults stay where a member is absent.
+ */
+static void check_cancellation(json_t *b, int64_t *minutes, int64_t *fee,
+                               struct verrs *e)
+{
+    static const char *const known[] = {"until_minutes_before",
+                                        "fee_percent", NULL};
+    json_t *policy = NULL;
+
+    if (!jv_object(b, "cancellation", "cancellation", false, &policy, e) ||
+        policy == NULL)
+        return;
+    jv_no_unknown(policy, "cancellation", known, e);
+    jv_int(policy, "until_minutes_before",
+           "cancellation.until_minutes_before", false, 0,
+           CATALOG_CANCEL_MINUTES_MAX, minutes, e);
+    jv_int(policy, "fee_percent", "cancellation.fee_percent", false, 0, 100,
+           fee, e);
+}
+
 static json_t *prepare_show(json_t *b, int64_t now_ms, struct verrs *e)
 {
     static const char *const known[] = {
-        "movie_id", "screen_id",    "starts_at",       "ends_at",
-        "prices",   "hold_seconds", "no_orphan_seats", NULL};
+        "movie_id",        "screen_id",    "starts_at",
+        "ends_at",         "prices",       "hold_seconds",
+        "no_orphan_seats", "cancellation", NULL};
     int64_t movie_id = 0, screen_id = 0, starts = 0, ends = 0;
     int64_t hold = CATALOG_HOLD_SECONDS_DEFAULT;
     json_t *prices = NULL;
     bool no_orphan = false;
+    int64_t cancel_minutes = CATALOG_CANCEL_MINUTES_DEFAULT;
+    int64_t cancel_fee = CATALOG_CANCEL_FEE_DEFAULT;
 
     jv_no_unknown(b, "", known, e);
     jv_int(b, "movie_id", "movie_id", true, 1, INT64_MAX, &movie_id, e);
@@ -232,14 +257,17 @@ static json_t *prepare_show(json_t *b, int64_t now_ms, struct verrs *e)
     jv_int(b, "hold_seconds", "hold_seconds", false, CATALOG_HOLD_SECONDS_MIN,
            CATALOG_HOLD_SECONDS_MAX, &hold, e);
     jv_bool(b, "no_orphan_seats", "no_orphan_seats", false, &no_orphan, e);
+    check_cancellation(b, &cancel_minutes, &cancel_fee, e);
     if (verr_any(e))
         return NULL;
     /* ends_at 0: the writer derives it from the movie's duration. */
     return json_pack(
-        "{s:I, s:I, s:I, s:I, s:O, s:I, s:b}", "movie_id", (json_int_t)movie_id,
-        "screen_id", (json_int_t)screen_id, "starts_at", (json_int_t)starts,
-        "ends_at", (json_int_t)(has_end ? ends : 0), "prices", prices,
-        "hold_seconds", (json_int_t)hold, "no_orphan_seats", no_orphan);
+        "{s:I, s:I, s:I, s:I, s:O, s:I, s:b, s:I, s:I}", "movie_id",
+        (json_int_t)movie_id, "screen_id", (json_int_t)screen_id, "starts_at",
+        (json_int_t)starts, "ends_at", (json_int_t)(has_end ? ends : 0),
+        "prices", prices, "hold_seconds", (json_int_t)hold, "no_orphan_seats",
+        no_orphan, "cancel_until_minutes", (json_int_t)cancel_minutes,
+        "cancel_fee_percent", (json_int_t)cancel_fee);
 }
 
 static json_t *prepare_cancel(json_t *b, struct verrs *e)
@@ -462,8 +490,9 @@ static const char SQL_SHOW_OVERLAP[] =
     "AND starts_at < ? AND ends_at > ? LIMIT 1";
 static const char SQL_INSERT_SHOW[] =
     "INSERT INTO shows (movie_id, screen_id, starts_at, ends_at, prices, "
-    "hold_seconds, no_orphan_seats, status) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, 'scheduled')";
+    "hold_seconds, no_orphan_seats, cancel_until_minutes, "
+    "cancel_fee_percent, status) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'scheduled')";
 
 /* The other scheduled show on the screen that [start, end) overlaps. */
 static int64_t find_overlap(struct store_conn *c, int64_t screen_id,
@@ -583,6 +612,8 @@ static int apply_show(struct catalog_write *w, struct store_conn *c)
     store_bind_int(st, 6, in_int(w, "hold_seconds"));
     store_bind_int(st, 7,
                    json_is_true(json_object_get(w->input, "no_orphan_seats")));
+    store_bind_int(st, 8, in_int(w, "cancel_until_minutes"));
+    store_bind_int(st, 9, in_int(w, "cancel_fee_percent"));
     rc = run_insert(w, c, st, "show", &id);
     free(prices);
     if (rc != ERR_OK)

@@ -26,6 +26,11 @@
 #define CATALOG_HOLD_SECONDS_MIN     60
 #define CATALOG_HOLD_SECONDS_MAX     1800
 #define CATALOG_HOLD_SECONDS_DEFAULT 480
+/* Cancellation policy of a show: customers may cancel until this many
+ * minutes before it starts, and keep all but fee_percent of the price. */
+#define CATALOG_CANCEL_MINUTES_MAX     10080 /* a week */
+#define CATALOG_CANCEL_MINUTES_DEFAULT 120
+#define CATALOG_CANCEL_FEE_DEFAULT     10
 #define CATALOG_SHOW_MINUTES_MAX     (24 * 60)
 #define CATALOG_CACHE_ENTRIES_MAX    512        /* per thread */
 #define CATALOG_CACHE_BYTES_MAX      (8u << 20) /* per thread */

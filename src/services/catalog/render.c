@@ -124,7 +124,8 @@ static const char SQL_SHOW[] =
     "s.hold_seconds, s.cancel_reason, s.version, "
     "m.id, m.title, m.language, m.duration_minutes, m.certificate, "
     "c.id, c.name, c.address, c.city_id, ci.currency, "
-    "sc.id, sc.name, sc.seat_count, sc.layout, s.no_orphan_seats "
+    "sc.id, sc.name, sc.seat_count, sc.layout, s.no_orphan_seats, "
+    "s.cancel_until_minutes, s.cancel_fee_percent "
     "FROM shows s JOIN movies m ON m.id = s.movie_id "
     "JOIN screens sc ON sc.id = s.screen_id "
     "JOIN cinemas c ON c.id = sc.cinema_id "
@@ -157,6 +158,11 @@ static json_t *show_from_row(struct store_stmt *st, int64_t id)
         (json_int_t)store_col_int(st, 5), "version",
         (json_int_t)store_col_int(st, 7), "no_orphan_seats",
         store_col_int(st, 22) != 0);
+    json_object_set_new(out, "cancellation",
+                        json_pack("{s:I, s:I}", "until_minutes_before",
+                                  (json_int_t)store_col_int(st, 23),
+                                  "fee_percent",
+                                  (json_int_t)store_col_int(st, 24)));
     if (!store_col_is_null(st, 6))
         json_object_set_new(out, "cancel_reason",
                             json_string(store_col_text(st, 6)));

@@ -69,6 +69,13 @@ const struct store_migration catalog_migrations[] = {
      "  sent_at INTEGER);"
      "CREATE INDEX outbox_unsent ON outbox (id) WHERE sent_at IS NULL;"
      "CREATE INDEX outbox_sent ON outbox (sent_at) WHERE sent_at IS NOT NULL;"},
+    /* Booking reads the policy with the show and applies it to
+     * cancellations; shows made before it get the defaults. */
+    {4, "show cancellation policy",
+     "ALTER TABLE shows ADD COLUMN cancel_until_minutes INTEGER NOT NULL "
+     "DEFAULT 120 CHECK (cancel_until_minutes BETWEEN 0 AND 10080);"
+     "ALTER TABLE shows ADD COLUMN cancel_fee_percent INTEGER NOT NULL "
+     "DEFAULT 10 CHECK (cancel_fee_percent BETWEEN 0 AND 100);"},
 };
 
 const size_t catalog_nmigrations =
