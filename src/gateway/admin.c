@@ -152,3 +152,59 @@ void gw_registry_tick(struct gateway *gw, int64_t now_ms)
     log_info("gateway", "registry_loaded path=\"%s\"",
              gw_log_text(gw->registry_path, err, sizeof(err)));
 }
+
+/* --- the response cache -----------------------------------------------------
+ */
+
+void gw_admin_cache_stats(struct http_req *req, void *app)
+{
+    struct gateway *gw = app;
+    struct gw_cache_stats st, all = {0};
+
+    if (!http_req_admin_ok(req, gw->admin_token))
+        return;
+    for (size_t k = 0; gw->cache_on && k < GW_CACHE_SHARDS; k++) {
+        pthread_mutex_lock(&gw->shards[k].lock);
+        gw_cache_stats(gw->shards[k].cache, &st);
+        pthread_mutex_unlock(&gw->shards[k].lock);
+        all.entries += st.entries;
+        all.bytes += st.bytes;
+        all.evictions += st.evictions;
+    }
+    http_set_header(req, "Cache-Control", "no-store");
+    http_respond_json(req, 200,
+                      json_pack("{s:b, s:I, s:I, s:I, s:I}", "enabled",
+                                gw->cache_on, "entries",
+                                (json_int_t)all.entries, "bytes",
+                                (json_int_t)all.bytes, "max_bytes",
+                                (json_int_t)gw->cache_bytes, "evictions",
+                                (json_int_t)all.evictions));
+}
+
+/* The prefix must be a path: the keys are paths, and a typo that purged
+ * nothing should say so rather than look like success. */
+void gw_admin_cache_purge(struct http_req *req, void *app)
+{
+    struct gateway *gw = app;
+    const char *prefix;
+    bool bad = false;
+    size_t removed;
+
+    if (!http_req_admin_ok(req, gw->admin_token))
+        return;
+    prefix = http_req_query(req, "prefix", &bad);
+    if (bad)
+        return;
+    if (prefix == NULL || prefix[0] != '/') {
+        http_respond_problem(req, 400, "invalid-query", "Invalid query",
+                             "prefix is required and starts with '/' "
+                             "(\"/\" empties the cache)");
+        return;
+    }
+    removed = gw_cache_purge_all(gw, prefix, strlen(prefix));
+    log_info("gateway", "cache_purged prefix=\"%.200s\" removed=%zu", prefix,
+             removed);
+    http_respond_json(req, 200,
+                      json_pack("{s:s, s:I}", "prefix", prefix, "removed",
+                                (json_int_t)removed));
+}

@@ -411,6 +411,224 @@ static int parse_timeouts(const char *file, const char *where,
     return ERR_OK;
 }
 
+/* --- edge policies of a route ----------------------------------------------
+ */
+
+/* An integer member of obj in [lo, hi], or dflt when absent. */
+static int int_member(const char *file, const char *where, const json_t *obj,
+                      const char *key, int64_t lo, int64_t hi, int64_t dflt,
+                      int64_t *out, char *err, size_t cap)
+{
+    const json_t *v = json_object_get(obj, key);
+
+    *out = dflt;
+    if (v == NULL)
+        return ERR_OK;
+    if (!json_is_integer(v) || json_integer_value(v) < lo ||
+        json_integer_value(v) > hi)
+        return fail(err, cap,
+                    "%s: %s.%s: expected an integer from %lld to %lld", file,
+                    where, key, (long long)lo, (long long)hi);
+    *out = json_integer_value(v);
+    return ERR_OK;
+}
+
+static int parse_limit_fields(const char *file, const char *where,
+                              const json_t *v, struct gw_limit_spec *out,
+                              char *err, size_t cap)
+{
+    static const char *const keys[] = {"policy", "key",     "rate", "per",
+                                       "burst",  "dry_run", NULL};
+    const char *name = json_string_value(json_object_get(v, "policy"));
+    const char *key = json_string_value(json_object_get(v, "key"));
+    const char *per = json_string_value(json_object_get(v, "per"));
+    const json_t *dry = json_object_get(v, "dry_run");
+    int rc;
+
+    rc = only_keys(v, keys, file, where, err, cap);
+    if (rc != ERR_OK)
+        return rc;
+    if (name == NULL || !name_ok(name))
+        return fail(err, cap,
+                    "%s: %s.policy: required, 1 to %d of a-z, 0-9, "
+                    "'-', '_'",
+                    file, where, GW_POOL_NAME_MAX - 1);
+    snprintf(out->name, sizeof(out->name), "%s", name);
+    if (key == NULL ||
+        (strcmp(key, "customer") != 0 && strcmp(key, "api_key") != 0 &&
+         strcmp(key, "address") != 0))
+        return fail(err, cap,
+                    "%s: %s.key: expected customer, api_key or "
+                    "address",
+                    file, where);
+    out->key = strcmp(key, "customer") == 0  ? GW_LIMIT_BY_CUSTOMER
+               : strcmp(key, "api_key") == 0 ? GW_LIMIT_BY_API_KEY
+                                             : GW_LIMIT_BY_ADDRESS;
+    if (per == NULL ||
+        (strcmp(per, "second") != 0 && strcmp(per, "minute") != 0))
+        return fail(err, cap, "%s: %s.per: expected second or minute", file,
+                    where);
+    out->policy.period_ms = strcmp(per, "second") == 0 ? 1000 : 60000;
+    rc = int_member(file, where, v, "rate", 1, GW_LIMIT_RATE_MAX, 0,
+                    &out->policy.rate, err, cap);
+    if (rc == ERR_OK)
+        rc = int_member(file, where, v, "burst", 1, GW_LIMIT_BURST_MAX,
+                        out->policy.rate, &out->policy.burst, err, cap);
+    if (rc != ERR_OK)
+        return rc;
+    if (out->policy.rate == 0)
+        return fail(err, cap, "%s: %s.rate: required", file, where);
+    if (dry != NULL && !json_is_boolean(dry))
+        return fail(err, cap, "%s: %s.dry_run: expected true or false", file,
+                    where);
+    out->dry_run = json_is_true(dry);
+    return ERR_OK;
+}
+
+/* "rate_limit": a policy, new or the same as an earlier route's. */
+static int parse_limit(const char *file, const char *where, const json_t *obj,
+                       struct gw_spec *spec, struct gw_route *r, char *err,
+                       size_t cap)
+{
+    const json_t *v = json_object_get(obj, "rate_limit");
+    struct gw_limit_spec ls;
+    char at[48];
+    int rc;
+
+    r->limit = -1;
+    if (v == NULL)
+        return ERR_OK;
+    snprintf(at, sizeof(at), "%s.rate_limit", where);
+    if (!json_is_object(v))
+        return fail(err, cap, "%s: %s: expected an object", file, at);
+    memset(&ls, 0, sizeof(ls));
+    rc = parse_limit_fields(file, at, v, &ls, err, cap);
+    if (rc != ERR_OK)
+        return rc;
+    for (size_t k = 0; k < spec->nlimits; k++) {
+        const struct gw_limit_spec *o = &spec->limits[k];
+        if (strcmp(o->name, ls.name) != 0)
+            continue;
+        if (memcmp(&o->policy, &ls.policy, sizeof(ls.policy)) != 0 ||
+            o->key != ls.key || o->dry_run != ls.dry_run)
+            return fail(err, cap,
+                        "%s: %s: policy \"%s\" is defined "
+                        "differently by an earlier route",
+                        file, at, ls.name);
+        r->limit = (int)k;
+        return ERR_OK;
+    }
+    if (spec->nlimits == GW_LIMITS_MAX)
+        return fail(err, cap, "%s: %s: at most %d policies", file, at,
+                    GW_LIMITS_MAX);
+    spec->limits[spec->nlimits] = ls;
+    r->limit = (int)spec->nlimits++;
+    return ERR_OK;
+}
+
+/* "cache": {"ttl_ms", "stale_while_revalidate_ms", "stale_if_error_ms"}. */
+static int parse_cache(const char *file, const char *where, const json_t *obj,
+                       struct gw_route *r, char *err, size_t cap)
+{
+    static const char *const keys[] = {"ttl_ms", "stale_while_revalidate_ms",
+                                       "stale_if_error_ms", NULL};
+    const json_t *v = json_object_get(obj, "cache");
+    struct gw_cache_defaults *d = &r->cache_defaults;
+    char at[48];
+    int rc;
+
+    if (v == NULL)
+        return ERR_OK;
+    snprintf(at, sizeof(at), "%s.cache", where);
+    if (!json_is_object(v))
+        return fail(err, cap, "%s: %s: expected an object", file, at);
+    rc = only_keys(v, keys, file, at, err, cap);
+    if (rc == ERR_OK)
+        rc = int_member(file, at, v, "ttl_ms", 0, GW_CACHE_TIME_MAX_MS, 0,
+                        &d->ttl_ms, err, cap);
+    if (rc == ERR_OK)
+        rc = int_member(file, at, v, "stale_while_revalidate_ms", 0,
+                        GW_CACHE_TIME_MAX_MS, 0, &d->swr_ms, err, cap);
+    if (rc == ERR_OK)
+        rc = int_member(file, at, v, "stale_if_error_ms", 0,
+                        GW_CACHE_TIME_MAX_MS, 0, &d->sie_ms, err, cap);
+    r->cache = rc == ERR_OK;
+    return rc;
+}
+
+/* Whether tpl's {parameters} are all parameters of pattern route r. */
+static bool template_ok(const struct gw_route *r, const char *tpl)
+{
+    for (const char *p = strchr(tpl, '{'); p != NULL; p = strchr(p, '{')) {
+        const char *close = strchr(p, '}');
+        bool found = false;
+
+        if (close == NULL)
+            return false;
+        for (size_t i = 0; i < r->nsegs && !found; i++)
+            found =
+                r->seg_param[i] && r->seg_len[i] == (size_t)(close - p + 1) &&
+                memcmp(r->text + r->seg_off[i], p, (size_t)(close - p + 1)) ==
+                    0;
+        if (!found)
+            return false;
+        p = close + 1;
+    }
+    return true;
+}
+
+/* "purge": paths whose cached answers a write through this route ends. */
+static int parse_purge(const char *file, const char *where, const json_t *obj,
+                       struct gw_route *r, char *err, size_t cap)
+{
+    const json_t *v = json_object_get(obj, "purge"), *t;
+    size_t i;
+
+    if (v == NULL)
+        return ERR_OK;
+    if (!json_is_array(v) || json_array_size(v) > GW_PURGES_MAX)
+        return fail(err, cap, "%s: %s.purge: expected at most %d paths", file,
+                    where, GW_PURGES_MAX);
+    json_array_foreach(v, i, t)
+    {
+        const char *s = json_string_value(t);
+        if (s == NULL || s[0] != '/' || strlen(s) >= GW_ROUTE_TEXT_MAX ||
+            (strchr(s, '{') != NULL && (r->prefix || !template_ok(r, s))))
+            return fail(err, cap,
+                        "%s: %s.purge[%zu]: expected a path whose "
+                        "{parameters} are the pattern's",
+                        file, where, i);
+        snprintf(r->purge[r->npurges++], GW_ROUTE_TEXT_MAX, "%s", s);
+    }
+    return ERR_OK;
+}
+
+static int parse_edge(const char *file, const char *where, const json_t *obj,
+                      struct gw_spec *spec, struct gw_route *r, char *err,
+                      size_t cap)
+{
+    const json_t *cls = json_object_get(obj, "class");
+    int rc;
+
+    if (cls != NULL) {
+        const char *c = json_string_value(cls);
+        if (c == NULL ||
+            (strcmp(c, "critical") != 0 && strcmp(c, "normal") != 0))
+            return fail(err, cap, "%s: %s.class: expected critical or normal",
+                        file, where);
+        r->critical = strcmp(c, "critical") == 0;
+    }
+    rc = int_member(file, where, obj, "max_in_flight", 1, GW_SHED_BOUND_MAX, 0,
+                    &r->max_in_flight, err, cap);
+    if (rc == ERR_OK)
+        rc = parse_limit(file, where, obj, spec, r, err, cap);
+    if (rc == ERR_OK)
+        rc = parse_cache(file, where, obj, r, err, cap);
+    if (rc == ERR_OK)
+        rc = parse_purge(file, where, obj, r, err, cap);
+    return rc;
+}
+
 static int parse_route(const char *file, size_t index, const json_t *obj,
                        struct gw_spec *spec, struct gw_route *r, char *err,
                        size_t cap)
@@ -422,6 +640,11 @@ static int parse_route(const char *file, size_t index, const json_t *obj,
                                        "connect_timeout_ms",
                                        "first_byte_timeout_ms",
                                        "total_timeout_ms",
+                                       "rate_limit",
+                                       "cache",
+                                       "class",
+                                       "max_in_flight",
+                                       "purge",
                                        NULL};
     char where[32];
     int rc;
@@ -451,6 +674,8 @@ static int parse_route(const char *file, size_t index, const json_t *obj,
     rc = parse_hash_param(file, where, obj, spec, r, err, cap);
     if (rc == ERR_OK)
         rc = parse_timeouts(file, where, obj, r, err, cap);
+    if (rc == ERR_OK)
+        rc = parse_edge(file, where, obj, spec, r, err, cap);
     return rc;
 }
 
@@ -582,6 +807,61 @@ const struct gw_route *gw_route_find(const struct gw_spec *spec,
         *key_len = 0;
     }
     return NULL;
+}
+
+bool gw_route_param(const struct gw_route *r, const char *path,
+                    const char *name, size_t name_len, const char **val,
+                    size_t *len)
+{
+    const char *p = path, *end = path + strlen(path);
+
+    if (r->prefix)
+        return false;
+    if (p < end && *p == '/')
+        p++;
+    for (size_t seg = 0; seg < r->nsegs && p <= end; seg++) {
+        const char *slash = memchr(p, '/', (size_t)(end - p));
+        const char *seg_end = slash != NULL ? slash : end;
+
+        if (r->seg_param[seg] && r->seg_len[seg] == name_len &&
+            memcmp(r->text + r->seg_off[seg], name, name_len) == 0) {
+            *val = p;
+            *len = (size_t)(seg_end - p);
+            return true;
+        }
+        if (slash == NULL)
+            break;
+        p = slash + 1;
+    }
+    return false;
+}
+
+bool gw_route_expand(const struct gw_route *r, const char *path,
+                     const char *tpl, char *out, size_t cap)
+{
+    size_t n = 0;
+
+    while (*tpl != '\0') {
+        const char *v = tpl;
+        size_t len = 1;
+
+        if (*tpl == '{') {
+            const char *close = strchr(tpl, '}');
+            if (close == NULL ||
+                !gw_route_param(r, path, tpl, (size_t)(close - tpl + 1), &v,
+                                &len))
+                return false;
+            tpl = close + 1;
+        } else {
+            tpl++;
+        }
+        if (n + len >= cap)
+            return false;
+        memcpy(out + n, v, len);
+        n += len;
+    }
+    out[n] = '\0';
+    return true;
 }
 
 uint64_t gw_key_hash(const char *key, size_t len)

@@ -81,6 +81,19 @@ static const struct config_key gw_keys[] = {
      * (and a TIME-WAIT socket) for every call past them. */
     {"gateway.max_idle", CONFIG_INT, "64", 1, HTTP_UPSTREAM_IDLE_MAX,
      "idle keep-alive connections per instance and loop thread"},
+    {"gateway.max_in_flight", CONFIG_INT, "4096", 0, GW_SHED_BOUND_MAX,
+     "requests the gateway forwards at once; past shares of it, lower "
+     "classes are shed (503); 0: no bound"},
+    {"gateway.shed.anonymous_percent", CONFIG_INT, "70", 1, 100,
+     "share of a bound anonymous reads may fill"},
+    {"gateway.shed.signed_percent", CONFIG_INT, "90", 1, 100,
+     "share of a bound signed-in reads may fill"},
+    {"gateway.cache.max_bytes", CONFIG_INT, "67108864", 0, 17179869184LL,
+     "memory of the response cache; 0 turns it off"},
+    {"gateway.cache.max_entry_bytes", CONFIG_INT, "1048576", 1, 1073741824,
+     "largest answer the cache keeps"},
+    {"gateway.limit.keys", CONFIG_INT, "65536", 1, GW_LIMIT_KEYS_MAX,
+     "keys each rate limit policy remembers"},
     {"gateway.ops_shows", CONFIG_STRING, "1", 0, 0,
      "shows whose held and sold seats the ops dashboard follows, "
      "comma-separated ids, at most 16"},
@@ -91,7 +104,7 @@ static const char *const gw_methods[] = {"GET", "POST", "PUT", "PATCH",
 
 #define GW_METHODS      (sizeof(gw_methods) / sizeof(gw_methods[0]))
 #define GW_CATCH_ALL    (GW_METHODS * (GW_PATH_DEPTH_MAX + 1))
-#define GW_ADMIN_ROUTES 3
+#define GW_ADMIN_ROUTES 5
 #define GW_PATTERN_MAX  (GW_PATH_DEPTH_MAX * 5 + 2)
 
 static bool path_under(const char *path, const char *dir)
@@ -165,6 +178,7 @@ static void gw_tick(void *app, void *data, int index)
     for (size_t k = 0; k < gw->npools; k++)
         gw_pool_tick(&gw->pools[k], now);
     gw_registry_tick(gw, now);
+    gw_edge_tick(gw);
 }
 
 /* A ratio key: a decimal in [lo, hi]; ERR_CONFIG with a message if not. */
@@ -234,6 +248,10 @@ static int read_keys(struct gateway *gw, const struct config *cfg)
     gw->debug_headers = config_bool(cfg, "gateway.debug_headers");
     gw->admin_token = config_str(cfg, "gateway.admin_token");
     gw->registry_path = config_str(cfg, "gateway.registry");
+    gw->cache_bytes = (size_t)config_int(cfg, "gateway.cache.max_bytes");
+    gw->cache_entry_bytes =
+        (size_t)config_int(cfg, "gateway.cache.max_entry_bytes");
+    gw->limiter_keys = (size_t)config_int(cfg, "gateway.limit.keys");
     if (rc != ERR_OK)
         return ERR_CONFIG;
 
@@ -246,6 +264,13 @@ static int read_keys(struct gateway *gw, const struct config *cfg)
         fprintf(stderr, "gateway: bad value "
                         "key=gateway.outlier.base_ejection_ms reason=\"more "
                         "than gateway.outlier.max_ejection_ms\"\n");
+        return ERR_CONFIG;
+    }
+    if (gw->cache_bytes > 0 &&
+        gw->cache_entry_bytes > gw->cache_bytes / GW_CACHE_SHARDS) {
+        fprintf(stderr, "gateway: bad value "
+                        "key=gateway.cache.max_entry_bytes reason=\"more "
+                        "than an eighth of gateway.cache.max_bytes\"\n");
         return ERR_CONFIG;
     }
     if (gw_health_config_check(&gw->health) != ERR_OK ||
@@ -277,6 +302,10 @@ static size_t build_routes(struct http_route *routes,
         (struct http_route){"PUT", "/admin/pools/{name}", gw_admin_put};
     routes[n++] =
         (struct http_route){"GET", "/admin/ops/summary", gw_ops_summary};
+    routes[n++] =
+        (struct http_route){"GET", "/admin/cache", gw_admin_cache_stats};
+    routes[n++] =
+        (struct http_route){"DELETE", "/admin/cache", gw_admin_cache_purge};
     for (size_t d = 0; d <= GW_PATH_DEPTH_MAX; d++) {
         char *p = patterns[d];
         size_t len = 0;
@@ -326,6 +355,177 @@ static int pools_start(struct gateway *gw)
     return ERR_OK;
 }
 
+/* --- rate limits, shedding, cache ----------------------------------------- */
+
+static struct metrics_family *edge_family(enum metrics_type type,
+                                          const char *name, const char *help,
+                                          size_t nlabels,
+                                          const char *const *labels)
+{
+    return metrics_family(metrics_process(), type, name, help, nlabels, labels,
+                          NULL, 0);
+}
+
+static int limits_start(struct gateway *gw)
+{
+    static const char *const pl[] = {"policy", "mode"};
+    struct metrics_family *f =
+        edge_family(METRICS_COUNTER, "marquee_gateway_rate_limited_total",
+                    "Requests over their rate limit policy (mode dry_run: "
+                    "counted and let through)",
+                    2, pl);
+
+    for (size_t k = 0; k < gw->spec->nlimits; k++) {
+        const struct gw_limit_spec *ls = &gw->spec->limits[k];
+        struct gw_limit_state *st = &gw->limits[k];
+        const char *v[2] = {ls->name, "enforced"};
+        int rc;
+
+        rc = gw_limiter_new(&ls->policy, gw->limiter_keys, &st->limiter);
+        if (rc != ERR_OK)
+            return rc;
+        pthread_mutex_init(&st->lock, NULL);
+        snprintf(st->policy_header, sizeof(st->policy_header),
+                 "\"%s\";q=%lld;w=%lld", ls->name, (long long)ls->policy.burst,
+                 (long long)gw_limit_window_s(&ls->policy));
+        st->m_limited = metrics_series(f, v);
+        v[1] = "dry_run";
+        st->m_dry_run = metrics_series(f, v);
+    }
+    return ERR_OK;
+}
+
+static int shed_start(struct gateway *gw, const int percent[GW_SHED_CLASSES],
+                      int64_t bound)
+{
+    static const char *const pl[] = {"class"};
+    struct metrics_family *f =
+        edge_family(METRICS_COUNTER, "marquee_gateway_shed_total",
+                    "Requests refused (503) to shed load, by class", 1, pl);
+
+    if (gw_shed_init(&gw->shed, bound, percent) != ERR_OK) {
+        fprintf(stderr, "gateway: bad value key=gateway.shed.signed_percent "
+                        "reason=\"less than "
+                        "gateway.shed.anonymous_percent\"\n");
+        return ERR_CONFIG;
+    }
+    for (size_t k = 0; k < gw->spec->nroutes; k++)
+        if (gw_shed_init(&gw->route_shed[k], gw->spec->routes[k].max_in_flight,
+                         percent) != ERR_OK)
+            return ERR_CONFIG;
+    for (int c = 0; c < GW_SHED_CLASSES; c++) {
+        const char *v[1] = {gw_shed_class_name((enum gw_shed_class)c)};
+        gw->m_shed[c] = metrics_series(f, v);
+    }
+    gw->m_in_flight =
+        metrics_gauge(metrics_process(), "marquee_gateway_in_flight",
+                      "Requests the gateway is forwarding now");
+    return ERR_OK;
+}
+
+static int cache_start(struct gateway *gw)
+{
+    static const char *const names[GW_CR_COUNT] = {
+        "hit", "miss", "stale", "coalesced", "revalidated", "bypass"};
+    static const char *const pl[] = {"result"};
+    struct metrics_family *f =
+        edge_family(METRICS_COUNTER, "marquee_gateway_cache_requests_total",
+                    "GETs of cached routes by what the cache did", 1, pl);
+    struct metrics *m = metrics_process();
+
+    for (int k = 0; k < GW_CR_COUNT; k++) {
+        const char *v[1] = {names[k]};
+        gw->m_cache[k] = metrics_series(f, v);
+    }
+    gw->m_cache_evictions =
+        metrics_counter(m, "marquee_gateway_cache_evictions_total",
+                        "Cached answers evicted to make room");
+    gw->m_cache_bytes = metrics_gauge(m, "marquee_gateway_cache_bytes",
+                                      "Memory the cached answers take");
+    gw->m_cache_entries = metrics_gauge(m, "marquee_gateway_cache_entries",
+                                        "Answers in the cache");
+    gw->m_purged = metrics_counter(m, "marquee_gateway_cache_purged_total",
+                                   "Cached answers removed before their time");
+    if (gw->cache_bytes == 0)
+        return ERR_OK;
+    for (size_t k = 0; k < GW_CACHE_SHARDS; k++) {
+        int rc = gw_cache_new(gw->cache_bytes / GW_CACHE_SHARDS,
+                              gw->cache_entry_bytes, &gw->shards[k].cache);
+        if (rc != ERR_OK)
+            return rc;
+        pthread_mutex_init(&gw->shards[k].lock, NULL);
+    }
+    gw->cache_on = true;
+    return ERR_OK;
+}
+
+int gw_edge_start(struct gateway *gw, const int shed_percent[GW_SHED_CLASSES],
+                  int64_t max_in_flight)
+{
+    int rc = limits_start(gw);
+
+    if (rc == ERR_OK)
+        rc = shed_start(gw, shed_percent, max_in_flight);
+    if (rc == ERR_OK)
+        rc = cache_start(gw);
+    if (rc != ERR_OK)
+        log_error("gateway", "edge_start_failed error=%s", err_name(rc));
+    return rc;
+}
+
+void gw_edge_free(struct gateway *gw)
+{
+    for (size_t k = 0; k < GW_LIMITS_MAX; k++) {
+        if (gw->limits[k].limiter == NULL)
+            continue;
+        gw_limiter_free(gw->limits[k].limiter);
+        pthread_mutex_destroy(&gw->limits[k].lock);
+    }
+    for (size_t k = 0; k < GW_CACHE_SHARDS; k++) {
+        if (gw->shards[k].cache == NULL)
+            continue;
+        gw_cache_free(gw->shards[k].cache);
+        pthread_mutex_destroy(&gw->shards[k].lock);
+    }
+}
+
+void gw_edge_tick(struct gateway *gw)
+{
+    struct gw_cache_stats st, all = {0};
+    uint64_t evictions = 0;
+
+    metrics_set(gw->m_in_flight, (double)atomic_load(&gw->shed.in_flight));
+    if (!gw->cache_on)
+        return;
+    for (size_t k = 0; k < GW_CACHE_SHARDS; k++) {
+        pthread_mutex_lock(&gw->shards[k].lock);
+        gw_cache_stats(gw->shards[k].cache, &st);
+        pthread_mutex_unlock(&gw->shards[k].lock);
+        all.entries += st.entries;
+        all.bytes += st.bytes;
+        evictions += st.evictions;
+    }
+    metrics_set(gw->m_cache_bytes, (double)all.bytes);
+    metrics_set(gw->m_cache_entries, (double)all.entries);
+    metrics_add(gw->m_cache_evictions, evictions - gw->cache_evictions_shown);
+    gw->cache_evictions_shown = evictions;
+}
+
+size_t gw_cache_purge_all(struct gateway *gw, const char *prefix, size_t len)
+{
+    size_t removed = 0;
+
+    if (!gw->cache_on)
+        return 0;
+    for (size_t k = 0; k < GW_CACHE_SHARDS; k++) {
+        pthread_mutex_lock(&gw->shards[k].lock);
+        removed += gw_cache_purge(gw->shards[k].cache, prefix, len);
+        pthread_mutex_unlock(&gw->shards[k].lock);
+    }
+    metrics_add(gw->m_purged, removed);
+    return removed;
+}
+
 int gateway_main(int argc, char **argv)
 {
     static struct http_route routes[GW_ADMIN_ROUTES + GW_CATCH_ALL];
@@ -363,6 +563,15 @@ int gateway_main(int argc, char **argv)
         goto out_gateway;
     }
     static_dir_resolve(gw, config_str(&cfg, "gateway.static_dir"));
+    {
+        int percent[GW_SHED_CLASSES] = {
+            (int)config_int(&cfg, "gateway.shed.anonymous_percent"),
+            (int)config_int(&cfg, "gateway.shed.signed_percent"), 100};
+        rc = gw_edge_start(gw, percent,
+                           config_int(&cfg, "gateway.max_in_flight"));
+        if (rc != ERR_OK)
+            goto out_edge;
+    }
 
     http_server_config_from(&hc, &cfg, "gateway");
     hc.app = gw;
@@ -373,7 +582,7 @@ int gateway_main(int argc, char **argv)
     rc = http_server_create(&hc, routes, build_routes(routes, patterns),
                             &gw->server);
     if (rc != ERR_OK)
-        goto out_gateway;
+        goto out_edge;
     if (pools_start(gw) != ERR_OK)
         goto out_pools;
     log_info("gateway", "started pools=%zu routes=%zu registry=\"%s\"",
@@ -388,6 +597,8 @@ out_pools:
     for (size_t k = 0; k < gw->npools; k++)
         gw_pool_free(&gw->pools[k]);
     http_server_free(gw->server);
+out_edge:
+    gw_edge_free(gw);
 out_gateway:
     free(gw->spec);
     free(gw);

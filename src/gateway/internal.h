@@ -23,8 +23,11 @@
 #include "base/rand.h"
 #include "gateway/balance.h"
 #include "gateway/breaker.h"
+#include "gateway/cache.h"
 #include "gateway/health.h"
+#include "gateway/limit.h"
 #include "gateway/retry.h"
+#include "gateway/shed.h"
 #include "http/http.h"
 #include "http/upstream.h"
 #include "metrics/metrics.h"
@@ -44,6 +47,9 @@
 #define GW_HEADERS_MAX       64 /* client request headers forwarded */
 #define GW_ERR_MAX           512
 #define GW_REGISTRY_CHECK_MS 1000
+#define GW_LIMITS_MAX        16 /* rate limit policies of a routes file */
+#define GW_PURGES_MAX        4  /* purge templates of one route */
+#define GW_CACHE_SHARDS      8  /* stores of the cache, each with its lock */
 
 /* Route timeouts when the routes file gives none. */
 #define GW_CONNECT_TIMEOUT_MS    1000
@@ -62,6 +68,21 @@ struct gw_pool_spec {
     struct gw_addrs addrs;
 };
 
+/* Whose requests a rate limit policy counts together. */
+enum gw_limit_key {
+    GW_LIMIT_BY_CUSTOMER, /* X-Customer-Id; the address when absent */
+    GW_LIMIT_BY_API_KEY,  /* X-Api-Key; the address when absent */
+    GW_LIMIT_BY_ADDRESS,  /* the client's address */
+};
+
+/* A rate limit policy of the routes file; routes naming it share it. */
+struct gw_limit_spec {
+    char name[GW_POOL_NAME_MAX];
+    struct gw_limit_policy policy;
+    enum gw_limit_key key;
+    bool dry_run;
+};
+
 /*
  * A route: either a pattern ("/v1/shows/{show_id}/seats", {name} is one
  * path segment, the whole path must match) or a prefix ("/v1/", the path
@@ -78,6 +99,14 @@ struct gw_route {
     int hash_seg; /* the segment whose value is the hash key, or -1 */
     size_t pool;  /* index into the gateway's pools */
     int connect_timeout_ms, first_byte_timeout_ms, total_timeout_ms;
+
+    int limit;  /* index into the spec's limits, or -1 */
+    bool cache; /* GET answers may be cached */
+    struct gw_cache_defaults cache_defaults;
+    bool critical;         /* "class": "critical": shed last */
+    int64_t max_in_flight; /* 0: no bound of its own */
+    size_t npurges;        /* paths purged when a write passes */
+    char purge[GW_PURGES_MAX][GW_ROUTE_TEXT_MAX];
 };
 
 /* The routes file, parsed. */
@@ -86,6 +115,8 @@ struct gw_spec {
     struct gw_pool_spec pools[GW_POOLS_MAX];
     size_t nroutes;
     struct gw_route routes[GW_ROUTES_MAX];
+    size_t nlimits;
+    struct gw_limit_spec limits[GW_LIMITS_MAX];
 };
 
 /* How one upstream call ended, for counters. */
@@ -166,6 +197,31 @@ struct gw_thread {
 
 struct gw_check;
 
+/* A rate limit policy at run time: its limiter behind a mutex. */
+struct gw_limit_state {
+    pthread_mutex_t lock;
+    struct gw_limiter *limiter;                /* lock: */
+    char policy_header[GW_POOL_NAME_MAX + 48]; /* RateLimit-Policy */
+    struct metrics_series *m_limited, *m_dry_run;
+};
+
+/* One store of the response cache; a key's hash picks its shard. */
+struct gw_cache_shard {
+    pthread_mutex_t lock;
+    struct gw_cache *cache; /* lock: */
+};
+
+/* The response cache's counters (results: see proxy.c). */
+enum gw_cache_result {
+    GW_CR_HIT,
+    GW_CR_MISS,
+    GW_CR_STALE,
+    GW_CR_COALESCED,
+    GW_CR_REVALIDATED,
+    GW_CR_BYPASS,
+    GW_CR_COUNT
+};
+
 struct gateway {
     struct http_server *server;
     struct gw_spec *spec;
@@ -191,6 +247,24 @@ struct gateway {
 
     /* Thread 0 only: health checks in flight, cancelled at shutdown. */
     struct gw_check *checks;
+
+    /* Rate limits, one per policy of the spec. */
+    struct gw_limit_state limits[GW_LIMITS_MAX];
+    size_t limiter_keys;
+
+    /* Load shedding: the gateway's gate and one per route. */
+    struct gw_shed shed;
+    struct gw_shed route_shed[GW_ROUTES_MAX];
+    struct metrics_series *m_shed[GW_SHED_CLASSES], *m_in_flight;
+
+    /* The response cache (none when cache_bytes is 0). */
+    size_t cache_bytes, cache_entry_bytes;
+    bool cache_on;
+    struct gw_cache_shard shards[GW_CACHE_SHARDS];
+    struct metrics_series *m_cache[GW_CR_COUNT], *m_cache_evictions;
+    struct metrics_series *m_cache_bytes, *m_cache_entries;
+    struct metrics_series *m_purged;
+    uint64_t cache_evictions_shown; /* thread 0's tick */
 };
 
 /* Monotonic milliseconds, the one clock of the gateway's mechanisms. */
@@ -235,6 +309,22 @@ bool gw_route_match(const struct gw_route *r, const char *path,
 const struct gw_route *gw_route_find(const struct gw_spec *spec,
                                      const char *path, const char **key,
                                      size_t *key_len);
+
+/*
+ * The value of the {name} parameter of pattern route r in path (which r
+ * matches): *val points into path, *len its length.  false if r has none.
+ */
+bool gw_route_param(const struct gw_route *r, const char *path,
+                    const char *name, size_t name_len, const char **val,
+                    size_t *len);
+
+/*
+ * Fills template tpl ("/v1/shows/{show_id}") with the parameters of path
+ * along route r into out (cap bytes).  false if a parameter is missing or
+ * out is too small.
+ */
+bool gw_route_expand(const struct gw_route *r, const char *path,
+                     const char *tpl, char *out, size_t cap);
 
 /* The hash of a key: its leading decimal digits, or all of it if none. */
 uint64_t gw_key_hash(const char *key, size_t len);
@@ -327,6 +417,23 @@ void gw_instance_release(struct gw_instance *i);
 void gw_proxy(struct http_req *req, struct gateway *gw,
               const struct gw_route *r, const char *key, size_t key_len);
 
+/* Sets up rate limits, shedding and the cache from the spec and keys.
+ * ERR_OK or ERR_NOMEM. */
+int gw_edge_start(struct gateway *gw, const int shed_percent[GW_SHED_CLASSES],
+                  int64_t max_in_flight);
+
+/* Frees what gw_edge_start made. */
+void gw_edge_free(struct gateway *gw);
+
+/* From thread 0's tick: the cache's and shedding's gauges. */
+void gw_edge_tick(struct gateway *gw);
+
+/*
+ * Removes the cached answers under prefix (see gw_cache_purge) from every
+ * shard; returns the count removed.
+ */
+size_t gw_cache_purge_all(struct gateway *gw, const char *prefix, size_t len);
+
 /* --- static.c ----------------------------------------------------------- */
 
 /* Answers a GET or HEAD from the static folder (404 when missing). */
@@ -353,6 +460,11 @@ int gw_ops_configure(const char *shows);
 
 void gw_admin_list(struct http_req *req, void *app);
 void gw_admin_put(struct http_req *req, void *app);
+
+/* DELETE /admin/cache?prefix=/v1/shows/7: early invalidation; GET
+ * /admin/cache: the cache's figures. */
+void gw_admin_cache_purge(struct http_req *req, void *app);
+void gw_admin_cache_stats(struct http_req *req, void *app);
 
 /* The registry file check, from thread 0's tick. */
 void gw_registry_tick(struct gateway *gw, int64_t now_ms);

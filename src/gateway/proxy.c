@@ -1,32 +1,55 @@
 /*
- * proxy.c - the request path: pick an instance, forward, retry, answer.
+ * proxy.c - the request path: rate limit, shed, cache, pick an instance,
+ * forward, retry, answer.
  *
- * A proxied request is deferred at once and lives in a struct gw_call on
- * its loop thread.  Everything needed to send it again (method, target,
- * headers, body) is copied into the call, because the client may leave
- * while a call is in flight and take the request with it.  The upstream
- * call, the backoff timer and the answer all run on that same thread.
+ * A proxied request is deferred and lives in a struct gw_call on its loop
+ * thread.  Everything needed to send it again (method, target, headers,
+ * body) is copied into the call, because the client may leave while a
+ * call is in flight and take the request with it.  The upstream call, the
+ * backoff timer and the answer all run on that same thread.
+ *
+ * Before a call is made, in this order: the route's rate limit (429), the
+ * load-shedding gates (503), and, for a GET of a cached route, the cache.
+ * A cache hit is answered at once, without a call.  A miss becomes the
+ * key's fill, or waits on the fill another thread already has out: when
+ * that ends, the filler hands each waiter the answer it stored (posted to
+ * the waiter's own thread), or sends it upstream alone when nothing could
+ * be stored.  A stale entry within stale-while-revalidate is served at
+ * once while a detached call, with no client, refreshes it.
  */
 #include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "base/err.h"
 #include "base/log.h"
 #include "gateway/internal.h"
 
 #define GW_ATTEMPTS_MAX (1 + GW_RETRY_MAX)
-/* X-Request-Id, X-Forwarded-For and X-Deadline-Ms. */
-#define GW_ADDED_HEADERS 3
+/* X-Request-Id, X-Forwarded-For, X-Deadline-Ms and, when revalidating,
+ * If-None-Match. */
+#define GW_ADDED_HEADERS 4
 #define GW_XFF_MAX       512
+
+/* Cache-Status values (RFC 9211) of the gateway's answers. */
+#define CS_HIT         "marquee; hit"
+#define CS_STALE       "marquee; hit; detail=stale"
+#define CS_COALESCED   "marquee; hit; detail=coalesced"
+#define CS_SIE         "marquee; hit; detail=stale-if-error"
+#define CS_STORED      "marquee; fwd=miss; stored"
+#define CS_MISS        "marquee; fwd=miss"
+#define CS_REVALIDATED "marquee; fwd=stale; fwd-status=304"
+#define CS_REFETCHED   "marquee; fwd=stale; stored"
+#define CS_BYPASS      "marquee; fwd=bypass"
 
 struct gw_call {
     struct gateway *gw;
     const struct gw_route *route;
     struct gw_pool *pool;
-    struct http_async *async;
+    struct http_async *async; /* NULL for a detached refresh */
     int thread;
     struct rand *rng; /* the loop thread's */
 
@@ -40,7 +63,8 @@ struct gw_call {
     char request_id[HTTP_REQUEST_ID_MAX + 1];
     char xff[GW_XFF_MAX];
     char deadline[24];
-    char *arena; /* owns target, header text and body */
+    const char *client_inm; /* the client's If-None-Match, or NULL */
+    char *arena;            /* owns target, header text and body */
 
     bool has_key, retryable;
     uint64_t key_hash;
@@ -53,6 +77,19 @@ struct gw_call {
     struct gw_breaker_ticket ticket;
     int64_t sent_ms;
     bool in_retry; /* counted in the pool's retry budget */
+
+    /* Load shedding: the slots this call holds. */
+    struct gw_shed *route_shed;
+    bool shed_held;
+
+    /* The cache, on a cached route's GET. */
+    struct gw_cache_shard *shard;
+    struct gw_cache_fill *fill;   /* this call fetches its key for all */
+    struct gw_cache_entry *stale; /* the entry it revalidates */
+    struct gw_cache_entry *serve; /* answer from this entry instead */
+    const char *cache_status;     /* Cache-Status of the answer */
+    int64_t serve_age_s;
+    bool detached; /* a background refresh: nobody to answer */
 
     /* The answer, valid while it is given. */
     const struct http_upstream_response *resp;
@@ -67,6 +104,13 @@ static void call_free(struct gw_call *c)
     if (c->in_retry)
         gw_retry_budget_retry_end(&c->pool->budget);
     gw_retry_budget_request_end(&c->pool->budget);
+    if (c->shed_held) {
+        gw_shed_leave(&c->gw->shed);
+        if (c->route_shed != NULL)
+            gw_shed_leave(c->route_shed);
+    }
+    gw_cache_entry_release(c->stale);
+    gw_cache_entry_release(c->serve);
     free(c->arena);
     free(c);
 }
@@ -221,6 +265,8 @@ static int call_copy(struct gw_call *c, struct http_req *req)
         h->name_len = in[k].name_len;
         h->value = arena_put(&at, in[k].value, in[k].value_len);
         h->value_len = in[k].value_len;
+        if (name_is(h, "if-none-match"))
+            c->client_inm = h->value;
     }
     c->body = body_len > 0 ? arena_put(&at, body, body_len) : NULL;
     c->body_len = body_len;
@@ -230,7 +276,60 @@ static int call_copy(struct gw_call *c, struct http_req *req)
     return ERR_OK;
 }
 
+/*
+ * A fill fetches the whole answer for every client of the key, so the
+ * client's own conditions do not go upstream; the gateway adds its own
+ * If-None-Match when it revalidates.
+ */
+static void conditions_strip(struct gw_call *c)
+{
+    static const char *const cond[] = {"if-none-match", "if-modified-since",
+                                       "if-match", "if-unmodified-since",
+                                       "if-range"};
+    size_t n = 0;
+
+    for (size_t k = 0; k < c->nheaders; k++) {
+        bool drop = false;
+        for (size_t j = 0; j < sizeof(cond) / sizeof(cond[0]) && !drop; j++)
+            drop = name_is(&c->headers[k], cond[j]);
+        if (!drop)
+            c->headers[n++] = c->headers[k];
+    }
+    c->nheaders = n;
+}
+
 /* --- answering ------------------------------------------------------------ */
+
+/*
+ * Answers from a cached entry: 304 when the client's If-None-Match
+ * matches its ETag, else the stored answer, with Age and Cache-Status.
+ */
+static void respond_entry(struct http_req *req, const struct gw_cache_entry *e,
+                          int64_t age_s, const char *cache_status,
+                          const char *inm)
+{
+    char age[24];
+
+    snprintf(age, sizeof(age), "%lld", (long long)(age_s > 0 ? age_s : 0));
+    http_set_header(req, "Age", age);
+    http_set_header(req, "Cache-Status", cache_status);
+    if (inm != NULL && e->status == 200 && gw_cache_etag_match(inm, e->etag)) {
+        /* RFC 9110 15.4.5: what a 304 would have said in a 200. */
+        static const char *const keep[] = {"etag", "cache-control", "expires",
+                                           "vary", "content-location"};
+        struct http_header_kv hs[GW_CACHE_HEADERS_MAX];
+        size_t n = 0;
+
+        for (size_t k = 0; k < e->nheaders; k++)
+            for (size_t j = 0; j < sizeof(keep) / sizeof(keep[0]); j++)
+                if (name_is(&e->headers[k], keep[j]))
+                    hs[n++] = e->headers[k];
+        http_respond_proxied(req, 304, hs, n, NULL, 0);
+        return;
+    }
+    http_respond_proxied(req, e->status, e->headers, e->nheaders, e->body,
+                         e->body_len);
+}
 
 static void answer_proxied(struct http_req *req, struct gw_call *c)
 {
@@ -248,59 +347,221 @@ static void answer_proxied(struct http_req *req, struct gw_call *c)
         hs[n].value_len = strlen(c->inst->addr);
         n++;
     }
+    if (c->cache_status != NULL)
+        http_set_header(req, "Cache-Status", c->cache_status);
     http_respond_proxied(req, r->status, hs, n, r->body, r->body_len);
 }
 
 /*
- * The problem document of a failed call, written without the HTTP layer's
- * warning per 5xx: during an outage every request fails the same way, and
- * the gateway reports that once, as a change of state, and in counters.
+ * A problem document written without the HTTP layer's warning per 5xx:
+ * during an outage every request fails the same way, and the gateway
+ * reports that once, as a change of state, and in counters.
  */
-static void problem_quiet(struct http_req *req, const struct gw_call *c)
+static void problem_quiet(struct http_req *req, int status, const char *slug,
+                          const char *title, const char *detail)
 {
     char type[64], *text;
     json_t *doc;
 
-    snprintf(type, sizeof(type), "/problems/%s", c->slug);
+    snprintf(type, sizeof(type), "/problems/%s", slug);
     doc = json_pack("{s:s, s:s, s:i, s:s, s:s, s:s}", "type", type, "title",
-                    c->title, "status", c->status, "detail", c->detail,
-                    "instance", http_req_path(req), "request_id",
-                    http_req_id(req));
+                    title, "status", status, "detail", detail, "instance",
+                    http_req_path(req), "request_id", http_req_id(req));
     text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
     if (text == NULL) {
-        http_respond_problem(req, c->status, c->slug, c->title, "%s",
-                             c->detail);
+        http_respond_problem(req, status, slug, title, "%s", detail);
         return;
     }
-    http_respond_bytes(req, c->status, "application/problem+json", text,
+    http_respond_bytes(req, status, "application/problem+json", text,
                        strlen(text));
     free(text);
 }
 
+/* Answers a deferred call and frees it (req NULL: the client left). */
 static void answer(struct http_req *req, void *arg)
 {
     struct gw_call *c = arg;
     char v[16];
 
-    if (req == NULL)
-        return; /* the client left */
-    if (c->resp != NULL) {
-        answer_proxied(req, c);
+    if (req == NULL) {
+        call_free(c);
         return;
     }
-    if (c->retry_after_s > 0) {
-        snprintf(v, sizeof(v), "%d", c->retry_after_s);
-        http_set_header(req, "Retry-After", v);
+    if (c->serve != NULL) {
+        respond_entry(req, c->serve, c->serve_age_s, c->cache_status,
+                      c->client_inm);
+    } else if (c->resp != NULL) {
+        answer_proxied(req, c);
+    } else {
+        if (c->retry_after_s > 0) {
+            snprintf(v, sizeof(v), "%d", c->retry_after_s);
+            http_set_header(req, "Retry-After", v);
+        }
+        problem_quiet(req, c->status, c->slug, c->title, c->detail);
     }
-    problem_quiet(req, c);
+    call_free(c);
 }
 
-/* Answers and frees the call. */
+/* --- the cache's side of an ending call ------------------------------------
+ */
+
+static struct gw_cache_shard *shard_of(struct gateway *gw, const char *key,
+                                       size_t len)
+{
+    return &gw->shards[gw_hash(key, len) % GW_CACHE_SHARDS];
+}
+
+static void attempt(struct gw_call *c);
+
+/* On the waiter's own thread: its filler stored nothing, so it goes
+ * upstream alone. */
+static void waiter_go(void *thread_data, void *arg)
+{
+    (void)thread_data;
+    attempt(arg);
+}
+
+/*
+ * Hands the waiters of a fill their answer: serve (each takes a
+ * reference), or, when NULL, a call of their own.  Runs on the filler's
+ * thread; each waiter is answered or resumed on its own.
+ */
+static void waiters_release(struct gateway *gw, void **waiters, size_t n,
+                            struct gw_cache_entry *serve,
+                            const char *cache_status)
+{
+    for (size_t k = 0; k < n; k++) {
+        struct gw_call *w = waiters[k];
+
+        if (serve != NULL) {
+            gw_cache_entry_retain(serve);
+            w->serve = serve;
+            w->cache_status = cache_status;
+            http_async_post(w->async, answer, w);
+            continue;
+        }
+        w->cache_status = CS_MISS;
+        if (!http_server_post(gw->server, w->thread, waiter_go, w)) {
+            w->status = 503;
+            w->slug = "unavailable";
+            w->title = "Service unavailable";
+            w->detail = "the gateway is shutting down";
+            w->retry_after_s = 1;
+            http_async_post(w->async, answer, w);
+        }
+    }
+}
+
+/* Whether an answer carries freshness of its own (a 304 may not). */
+static bool has_freshness(const struct http_upstream_response *r)
+{
+    for (size_t k = 0; k < r->nheaders; k++)
+        if (name_is(&r->headers[k], "cache-control") ||
+            name_is(&r->headers[k], "expires"))
+            return true;
+    return false;
+}
+
+static int64_t wall_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+/*
+ * Ends the call's fill: decides what to keep (a new answer, a stale entry
+ * renewed by a 304) and what to serve (that, or the stale entry when the
+ * upstream failed and stale-if-error allows), then releases the waiters.
+ */
+static void cache_end(struct gw_call *c)
+{
+    const struct http_upstream_response *r = c->resp;
+    const struct gw_cache_defaults *d = &c->route->cache_defaults;
+    struct gw_cache_entry *keep = NULL;
+    struct gw_cache_policy pol = {0};
+    void *waiters[GW_CACHE_WAITERS_MAX];
+    bool failed = r == NULL || r->status >= 500;
+    int64_t now = gw_now_ms();
+    size_t n;
+
+    if (r != NULL && r->status == 304 && c->stale != NULL) {
+        const struct gw_cache_entry *s = c->stale;
+        if (has_freshness(r))
+            gw_cache_policy_parse(s->status, r->headers, r->nheaders, false,
+                                  wall_s(), d, &pol);
+        else
+            gw_cache_policy_parse(s->status, s->headers, s->nheaders, false,
+                                  wall_s(), d, &pol);
+        keep = c->stale;
+        gw_cache_entry_retain(keep);
+        c->cache_status = CS_REVALIDATED;
+        metrics_inc(c->gw->m_cache[GW_CR_REVALIDATED]);
+    } else if (r != NULL && !failed) {
+        gw_cache_policy_parse(r->status, r->headers, r->nheaders, false,
+                              wall_s(), d, &pol);
+        if (pol.storable)
+            keep = gw_cache_entry_new(r->status, r->headers, r->nheaders,
+                                      r->body, r->body_len);
+        c->cache_status = keep == NULL       ? CS_MISS
+                          : c->stale != NULL ? CS_REFETCHED
+                                             : CS_STORED;
+    }
+
+    pthread_mutex_lock(&c->shard->lock);
+    bool use_stale = failed && gw_cache_usable_on_error(c->stale, now);
+    n = gw_cache_fill_done(c->shard->cache, c->fill, keep, &pol, now, waiters);
+    pthread_mutex_unlock(&c->shard->lock);
+    c->fill = NULL;
+
+    if (use_stale) {
+        c->serve = c->stale;
+        c->stale = NULL;
+        c->cache_status = CS_SIE;
+        metrics_add(c->gw->m_cache[GW_CR_STALE], 1 + n);
+    } else if (keep != NULL) {
+        c->serve = keep; /* the call's reference */
+        keep = NULL;
+    }
+    waiters_release(c->gw, waiters, n, c->serve,
+                    c->serve == NULL ? CS_MISS
+                    : use_stale      ? CS_SIE
+                                     : CS_COALESCED);
+    gw_cache_entry_release(keep);
+}
+
+/* A write that passed through a route with "purge" ends those answers. */
+static void purge_after_write(struct gw_call *c)
+{
+    const struct gw_route *r = c->route;
+    char path[GW_CACHE_KEY_MAX + 1],
+        prefix[GW_ROUTE_TEXT_MAX + GW_CACHE_KEY_MAX];
+    size_t len = strcspn(c->target, "?"), removed = 0;
+
+    if (len > GW_CACHE_KEY_MAX)
+        return;
+    memcpy(path, c->target, len);
+    path[len] = '\0';
+    for (size_t k = 0; k < r->npurges; k++)
+        if (gw_route_expand(r, path, r->purge[k], prefix, sizeof(prefix)))
+            removed += gw_cache_purge_all(c->gw, prefix, strlen(prefix));
+    log_debug("gateway", "cache_purged path=\"%s\" removed=%zu", path, removed);
+}
+
+/* Answers (or, detached, just ends) the call and frees it. */
 static void finish(struct gw_call *c)
 {
+    if (c->fill != NULL)
+        cache_end(c);
+    if (c->route->npurges > 0 && c->gw->cache_on && c->resp != NULL &&
+        c->resp->status >= 200 && c->resp->status < 300 &&
+        strcmp(c->method, "GET") != 0)
+        purge_after_write(c);
+    if (c->detached) {
+        http_server_release(c->gw->server);
+        call_free(c);
+        return;
+    }
     http_async_post(c->async, answer, c);
-    call_free(c);
 }
 
 static void finish_problem(struct gw_call *c, int status, const char *slug,
@@ -317,8 +578,6 @@ static void finish_problem(struct gw_call *c, int status, const char *slug,
 }
 
 /* --- attempts ------------------------------------------------------------- */
-
-static void attempt(struct gw_call *c);
 
 static enum gw_outcome outcome_of(enum http_upstream_result result, int status)
 {
@@ -448,6 +707,7 @@ static void attempt(struct gw_call *c)
     int64_t now = gw_now_ms(), left = c->deadline_ms - now, retry_ms = 0;
     struct gw_instance *inst = NULL;
     enum gw_pick_result res;
+    size_t added = 3;
 
     if (left <= 0) {
         finish_problem(c, 504, "upstream-timeout", "Gateway timeout", 1,
@@ -478,11 +738,14 @@ static void attempt(struct gw_call *c)
         (struct http_header_kv){"X-Forwarded-For", 15, c->xff, strlen(c->xff)};
     h[2] = (struct http_header_kv){"X-Deadline-Ms", 13, c->deadline,
                                    strlen(c->deadline)};
+    if (c->stale != NULL && c->stale->etag[0] != '\0')
+        h[added++] = (struct http_header_kv){
+            "If-None-Match", 13, c->stale->etag, strlen(c->stale->etag)};
     struct http_upstream_request rq = {
         .method = c->method,
         .target = c->target,
         .headers = c->headers,
-        .nheaders = c->nheaders + GW_ADDED_HEADERS,
+        .nheaders = c->nheaders + added,
         .body = c->body,
         .body_len = c->body_len,
         .connect_timeout_ms = min_int(c->route->connect_timeout_ms, left),
@@ -501,29 +764,103 @@ static void attempt(struct gw_call *c)
                    "the gateway cannot send requests now");
 }
 
+/* --- rate limits ------------------------------------------------------------
+ */
+
+/* The key a policy counts a request under: its identity, else its
+ * address, so that leaving the identity out does not escape the limit. */
+static const char *limit_key(struct http_req *req, enum gw_limit_key kind)
+{
+    const char *v = NULL;
+
+    if (kind == GW_LIMIT_BY_CUSTOMER)
+        v = http_req_header(req, "x-customer-id");
+    else if (kind == GW_LIMIT_BY_API_KEY)
+        v = http_req_header(req, "x-api-key");
+    if (v != NULL && v[0] != '\0' && strlen(v) < GW_LIMIT_KEY_MAX)
+        return v;
+    return http_req_peer(req);
+}
+
+/*
+ * Counts the request against its route's policy and sets the RateLimit
+ * and RateLimit-Policy headers.  Returns false after answering 429 when
+ * the policy refuses it and is not a dry run.
+ */
+static bool limit_pass(struct http_req *req, struct gateway *gw,
+                       const struct gw_route *r)
+{
+    const struct gw_limit_spec *ls = &gw->spec->limits[r->limit];
+    struct gw_limit_state *st = &gw->limits[r->limit];
+    const char *key = limit_key(req, ls->key);
+    struct gw_limit_result res;
+    char v[GW_POOL_NAME_MAX + 64];
+
+    pthread_mutex_lock(&st->lock);
+    gw_limiter_take(st->limiter, key, strlen(key), gw_now_ms(), &res);
+    pthread_mutex_unlock(&st->lock);
+
+    http_set_header(req, "RateLimit-Policy", st->policy_header);
+    snprintf(v, sizeof(v), "\"%s\";r=%lld;t=%lld", ls->name,
+             (long long)res.remaining,
+             (long long)((res.reset_ms + 999) / 1000));
+    http_set_header(req, "RateLimit", v);
+    if (res.allowed)
+        return true;
+    if (ls->dry_run) {
+        metrics_inc(st->m_dry_run);
+        log_debug("gateway", "rate_limited_dry_run policy=%s", ls->name);
+        return true;
+    }
+    metrics_inc(st->m_limited);
+    snprintf(v, sizeof(v), "%lld",
+             (long long)((res.retry_after_ms + 999) / 1000));
+    http_set_header(req, "Retry-After", v);
+    http_respond_problem(req, 429, "rate-limited", "Too many requests",
+                         "policy %s allows %lld requests per %s, bursts of "
+                         "%lld; retry in %s s",
+                         ls->name, (long long)ls->policy.rate,
+                         ls->policy.period_ms == 1000 ? "second" : "minute",
+                         (long long)ls->policy.burst, v);
+    return false;
+}
+
 /* --- entry ---------------------------------------------------------------- */
 
-void gw_proxy(struct http_req *req, struct gateway *gw,
-              const struct gw_route *r, const char *key, size_t key_len)
+/* Holds and checkouts first, then signed-in customers, then browsing. */
+static enum gw_shed_class shed_class(struct http_req *req,
+                                     const struct gw_route *r)
+{
+    if (r->critical)
+        return GW_SHED_CRITICAL;
+    if (http_req_header(req, "authorization") != NULL ||
+        http_req_header(req, "x-customer-id") != NULL)
+        return GW_SHED_SIGNED;
+    return GW_SHED_ANONYMOUS;
+}
+
+/*
+ * A new call for req, its request copied, counted in its pool's retry
+ * budget.  ERR_OK with *out, ERR_NOMEM, or ERR_TOOBIG (too many header
+ * fields); nothing is answered here.
+ */
+static int call_make(struct http_req *req, struct gateway *gw,
+                     const struct gw_route *r, const char *key, size_t key_len,
+                     struct gw_call **out)
 {
     struct gw_call *c = calloc(1, sizeof(*c));
-    struct gw_thread *t;
+    struct gw_thread *t = http_req_thread_data(req);
     int rc;
 
-    if (c == NULL) {
-        http_respond_unavailable(req, 1, "the gateway is out of memory");
-        return;
+    /* t is NULL when its thread_start ran out of memory. */
+    if (c == NULL || t == NULL) {
+        free(c);
+        return ERR_NOMEM;
     }
     c->gw = gw;
     c->route = r;
     c->pool = &gw->pools[r->pool];
     c->thread = http_req_thread_index(req);
-    t = http_req_thread_data(req);
-    if (t == NULL) { /* its thread_start ran out of memory */
-        free(c);
-        http_respond_unavailable(req, 1, "the gateway is out of memory");
-        return;
-    }
     c->rng = &t->rng;
     c->has_key = key != NULL;
     c->key_hash = key != NULL ? gw_key_hash(key, key_len) : 0;
@@ -537,17 +874,200 @@ void gw_proxy(struct http_req *req, struct gateway *gw,
     rc = call_copy(c, req);
     if (rc != ERR_OK) {
         call_free(c);
-        if (rc == ERR_TOOBIG)
-            http_respond_problem(req, 431, "headers-too-large",
-                                 "Request header fields too large",
-                                 "at most %d header fields are accepted",
-                                 GW_HEADERS_MAX);
-        else
-            http_respond_unavailable(req, 1, "the gateway is out of memory");
-        return;
+        return rc;
     }
     c->retryable = gw_retry_method_ok(
         c->method, http_req_header(req, "idempotency-key") != NULL);
-    c->async = http_req_defer(req);
+    *out = c;
+    return ERR_OK;
+}
+
+static void call_refused(struct http_req *req, int rc)
+{
+    if (rc == ERR_TOOBIG)
+        http_respond_problem(
+            req, 431, "headers-too-large", "Request header fields too large",
+            "at most %d header fields are accepted", GW_HEADERS_MAX);
+    else
+        http_respond_unavailable(req, 1, "the gateway is out of memory");
+}
+
+/*
+ * Starts the background refresh of a stale entry: a copy of req with no
+ * client, which a graceful shutdown waits for (http_server_hold).  Takes
+ * the reference to stale.  When no call can be made the fill ends at
+ * once and its waiters go upstream alone.
+ */
+static void refresh_start(struct http_req *req, struct gateway *gw,
+                          const struct gw_route *r,
+                          struct gw_cache_shard *shard,
+                          struct gw_cache_fill *fill,
+                          struct gw_cache_entry *stale, const char *key,
+                          size_t key_len)
+{
+    void *waiters[GW_CACHE_WAITERS_MAX];
+    struct gw_call *c;
+    size_t n;
+
+    if (call_make(req, gw, r, key, key_len, &c) == ERR_OK) {
+        c->detached = true;
+        c->shard = shard;
+        c->fill = fill;
+        c->stale = stale;
+        conditions_strip(c);
+        http_server_hold(gw->server);
+        attempt(c);
+        return;
+    }
+    pthread_mutex_lock(&shard->lock);
+    n = gw_cache_fill_done(shard->cache, fill, NULL, NULL, gw_now_ms(),
+                           waiters);
+    pthread_mutex_unlock(&shard->lock);
+    waiters_release(gw, waiters, n, NULL, NULL);
+    gw_cache_entry_release(stale);
+}
+
+/* The cache key of req, path and query, into out; false if too long. */
+static bool cache_key(struct http_req *req, char *out, size_t cap, size_t *len)
+{
+    const char *path = http_req_path(req);
+    const char *query = strchr(http_req_target(req), '?');
+    int n = snprintf(out, cap, "%s%s", path, query != NULL ? query : "");
+
+    if (n < 0 || (size_t)n >= cap)
+        return false;
+    *len = (size_t)n;
+    return true;
+}
+
+/*
+ * Answers req from the cache when an entry can (fresh, or stale within
+ * stale-while-revalidate, starting its refresh).  false when a call must
+ * be made; nothing changed then.
+ */
+static bool cache_answer(struct http_req *req, struct gateway *gw,
+                         const struct gw_route *r, const char *ckey,
+                         size_t clen, bool auth, const char *key,
+                         size_t key_len)
+{
+    struct gw_cache_shard *shard = shard_of(gw, ckey, clen);
+    struct gw_cache_look look;
+
+    pthread_mutex_lock(&shard->lock);
+    gw_cache_lookup(shard->cache, ckey, clen, gw_now_ms(), auth, NULL, &look);
+    pthread_mutex_unlock(&shard->lock);
+    if (look.verdict != GW_CACHE_HIT && look.verdict != GW_CACHE_STALE)
+        return false;
+
+    metrics_inc(
+        gw->m_cache[look.verdict == GW_CACHE_HIT ? GW_CR_HIT : GW_CR_STALE]);
+    respond_entry(req, look.entry, look.age_s,
+                  look.verdict == GW_CACHE_HIT ? CS_HIT : CS_STALE,
+                  http_req_header(req, "if-none-match"));
+    if (look.fill != NULL)
+        refresh_start(req, gw, r, shard, look.fill, look.entry, key, key_len);
+    else
+        gw_cache_entry_release(look.entry);
+    return true;
+}
+
+/*
+ * A miss of a cached route, with its call deferred already: the call
+ * becomes the key's fill, waits on another's, or goes alone.
+ */
+static void cache_miss(struct gw_call *c, const char *ckey, size_t clen,
+                       bool auth)
+{
+    struct gw_cache_look look;
+
+    c->shard = shard_of(c->gw, ckey, clen);
+    pthread_mutex_lock(&c->shard->lock);
+    gw_cache_lookup(c->shard->cache, ckey, clen, gw_now_ms(), auth, c, &look);
+    pthread_mutex_unlock(&c->shard->lock);
+
+    switch (look.verdict) {
+    case GW_CACHE_WAIT:
+        /* The filler answers it; from here on c belongs to the fill. */
+        metrics_inc(c->gw->m_cache[GW_CR_COALESCED]);
+        return;
+    case GW_CACHE_HIT:
+    case GW_CACHE_STALE:
+        /* Filled between the two looks. */
+        metrics_inc(c->gw->m_cache[GW_CR_HIT]);
+        c->serve = look.entry;
+        c->serve_age_s = look.age_s;
+        c->cache_status = CS_HIT;
+        if (look.fill != NULL) {
+            /* Rare: the entry came and went stale between the two looks.
+             * The next request of the key starts the refresh. */
+            void *waiters[GW_CACHE_WAITERS_MAX];
+            size_t n;
+            pthread_mutex_lock(&c->shard->lock);
+            n = gw_cache_fill_done(c->shard->cache, look.fill, NULL, NULL,
+                                   gw_now_ms(), waiters);
+            pthread_mutex_unlock(&c->shard->lock);
+            waiters_release(c->gw, waiters, n, NULL, NULL);
+        }
+        http_async_post(c->async, answer, c);
+        return;
+    case GW_CACHE_FILL:
+        metrics_inc(c->gw->m_cache[GW_CR_MISS]);
+        c->fill = look.fill;
+        c->stale = look.entry;
+        conditions_strip(c);
+        break;
+    case GW_CACHE_BYPASS:
+    case GW_CACHE_MISS:
+        metrics_inc(c->gw->m_cache[GW_CR_BYPASS]);
+        c->cache_status = CS_BYPASS;
+        c->shard = NULL;
+        break;
+    }
     attempt(c);
+}
+
+void gw_proxy(struct http_req *req, struct gateway *gw,
+              const struct gw_route *r, const char *key, size_t key_len)
+{
+    size_t ri = (size_t)(r - gw->spec->routes), clen = 0;
+    bool cached =
+        gw->cache_on && r->cache && strcmp(http_req_method(req), "GET") == 0;
+    bool auth = http_req_header(req, "authorization") != NULL;
+    enum gw_shed_class cls = shed_class(req, r);
+    char ckey[GW_CACHE_KEY_MAX + 1];
+    struct gw_call *c;
+    int rc;
+
+    if (r->limit >= 0 && !limit_pass(req, gw, r))
+        return;
+    if (cached && !cache_key(req, ckey, sizeof(ckey), &clen))
+        cached = false;
+    /* A hit costs no upstream work: it is served even past the bounds. */
+    if (cached && cache_answer(req, gw, r, ckey, clen, auth, key, key_len))
+        return;
+    if (!gw_shed_enter2(&gw->shed,
+                        r->max_in_flight > 0 ? &gw->route_shed[ri] : NULL,
+                        cls)) {
+        metrics_inc(gw->m_shed[cls]);
+        http_set_header(req, "Retry-After", "1");
+        problem_quiet(req, 503, "unavailable", "Service unavailable",
+                      "the gateway is shedding load; try again shortly");
+        return;
+    }
+
+    rc = call_make(req, gw, r, key, key_len, &c);
+    if (rc != ERR_OK) {
+        gw_shed_leave(&gw->shed);
+        if (r->max_in_flight > 0)
+            gw_shed_leave(&gw->route_shed[ri]);
+        call_refused(req, rc);
+        return;
+    }
+    c->shed_held = true;
+    c->route_shed = r->max_in_flight > 0 ? &gw->route_shed[ri] : NULL;
+    c->async = http_req_defer(req);
+    if (cached)
+        cache_miss(c, ckey, clen, auth);
+    else
+        attempt(c);
 }

@@ -226,7 +226,103 @@ TEST(test_registry)
     CHECK_INT(applied, 0);
 }
 
+TEST(test_edge_policies)
+{
+    CHECK_INT(parse("{" POOLS ", \"routes\": ["
+                    "{\"pattern\": \"/v1/shows/{show_id}/holds\","
+                    " \"pool\": \"booking\", \"class\": \"critical\","
+                    " \"max_in_flight\": 50,"
+                    " \"rate_limit\": {\"policy\": \"holds\","
+                    " \"key\": \"customer\", \"rate\": 5,"
+                    " \"per\": \"second\", \"burst\": 10}},"
+                    "{\"pattern\": \"/v1/holds/{hold_id}\","
+                    " \"pool\": \"booking\","
+                    " \"rate_limit\": {\"policy\": \"holds\","
+                    " \"key\": \"customer\", \"rate\": 5,"
+                    " \"per\": \"second\", \"burst\": 10}},"
+                    "{\"pattern\": \"/v1/admin/shows/{show_id}/cancel\","
+                    " \"pool\": \"catalog\","
+                    " \"purge\": [\"/v1/shows/{show_id}\", \"/v1/movies/\"]},"
+                    "{\"prefix\": \"/v1/\", \"pool\": \"catalog\","
+                    " \"cache\": {\"ttl_ms\": 1000,"
+                    " \"stale_if_error_ms\": 30000},"
+                    " \"rate_limit\": {\"policy\": \"browse\","
+                    " \"key\": \"address\", \"rate\": 100,"
+                    " \"per\": \"minute\", \"dry_run\": true}}]}"),
+              ERR_OK);
+    CHECK_INT(spec.nlimits, 2);
+    CHECK_STR(spec.limits[0].name, "holds");
+    CHECK_INT(spec.limits[0].policy.rate, 5);
+    CHECK_INT(spec.limits[0].policy.period_ms, 1000);
+    CHECK_INT(spec.limits[0].policy.burst, 10);
+    CHECK_INT(spec.limits[0].key, GW_LIMIT_BY_CUSTOMER);
+    CHECK(!spec.limits[0].dry_run);
+    CHECK_INT(spec.routes[0].limit, 0);
+    CHECK_INT(spec.routes[1].limit, 0); /* the same policy, shared */
+    CHECK(spec.routes[0].critical);
+    CHECK_INT(spec.routes[0].max_in_flight, 50);
+    CHECK_INT(spec.routes[2].limit, -1);
+    CHECK_INT(spec.routes[2].npurges, 2);
+    CHECK(!spec.routes[2].cache);
+    CHECK(spec.routes[3].cache);
+    CHECK_INT(spec.routes[3].cache_defaults.ttl_ms, 1000);
+    CHECK_INT(spec.routes[3].cache_defaults.swr_ms, 0);
+    CHECK_INT(spec.routes[3].cache_defaults.sie_ms, 30000);
+    CHECK_INT(spec.limits[1].policy.period_ms, 60000);
+    CHECK_INT(spec.limits[1].policy.burst, 100); /* burst defaults to rate */
+    CHECK(spec.limits[1].dry_run);
+    CHECK_INT(spec.limits[1].key, GW_LIMIT_BY_ADDRESS);
+
+    char out[GW_ROUTE_TEXT_MAX];
+    CHECK(gw_route_expand(&spec.routes[2], "/v1/admin/shows/42/cancel",
+                          spec.routes[2].purge[0], out, sizeof(out)));
+    CHECK_STR(out, "/v1/shows/42");
+    CHECK(gw_route_expand(&spec.routes[2], "/v1/admin/shows/42/cancel",
+                          spec.routes[2].purge[1], out, sizeof(out)));
+    CHECK_STR(out, "/v1/movies/");
+    CHECK(!gw_route_expand(&spec.routes[2], "/v1/admin/shows/42/cancel",
+                           spec.routes[2].purge[0], out, 5));
+}
+
+TEST(test_edge_refusals)
+{
+#define ROUTE(extra)                                                           \
+    "{" POOLS ", \"routes\": [{\"pattern\": \"/v1/shows/{id}\","               \
+    " \"pool\": \"catalog\", " extra "}]}"
+    CHECK_REFUSED(ROUTE("\"rate_limit\": {\"policy\": \"p\", \"key\": "
+                        "\"ip\", \"rate\": 1, \"per\": \"second\"}"),
+                  "routes[0].rate_limit.key");
+    CHECK_REFUSED(ROUTE("\"rate_limit\": {\"policy\": \"p\", \"key\": "
+                        "\"address\", \"rate\": 0, \"per\": \"second\"}"),
+                  "routes[0].rate_limit.rate");
+    CHECK_REFUSED(ROUTE("\"rate_limit\": {\"policy\": \"p\", \"key\": "
+                        "\"address\", \"rate\": 1, \"per\": \"hour\"}"),
+                  "routes[0].rate_limit.per");
+    CHECK_REFUSED(ROUTE("\"rate_limit\": {\"policy\": \"p\", \"key\": "
+                        "\"address\", \"rate\": 1, \"per\": \"second\","
+                        " \"bucket\": 1}"),
+                  "unknown key \"bucket\"");
+    CHECK_REFUSED("{" POOLS ", \"routes\": ["
+                  "{\"prefix\": \"/a/\", \"pool\": \"catalog\","
+                  " \"rate_limit\": {\"policy\": \"p\", \"key\":"
+                  " \"address\", \"rate\": 1, \"per\": \"second\"}},"
+                  "{\"prefix\": \"/b/\", \"pool\": \"catalog\","
+                  " \"rate_limit\": {\"policy\": \"p\", \"key\":"
+                  " \"address\", \"rate\": 2, \"per\": \"second\"}}]}",
+                  "routes[1].rate_limit: policy \"p\" is defined differently");
+    CHECK_REFUSED(ROUTE("\"cache\": {\"ttl\": 5}"),
+                  "routes[0].cache: unknown key \"ttl\"");
+    CHECK_REFUSED(ROUTE("\"cache\": {\"ttl_ms\": -1}"),
+                  "routes[0].cache.ttl_ms");
+    CHECK_REFUSED(ROUTE("\"class\": \"vip\""), "routes[0].class");
+    CHECK_REFUSED(ROUTE("\"max_in_flight\": 0"), "routes[0].max_in_flight");
+    CHECK_REFUSED(ROUTE("\"purge\": [\"/v1/shows/{show_id}\"]"),
+                  "routes[0].purge[0]");
+    CHECK_REFUSED(ROUTE("\"purge\": \"/v1/\""), "routes[0].purge");
+#undef ROUTE
+}
+
 HARNESS_MAIN(T(test_default_file_parses), T(test_pools_and_routes),
              T(test_refusals_name_the_place), T(test_route_matching),
              T(test_key_hash_uses_show_digits), T(test_addresses),
-             T(test_registry))
+             T(test_registry), T(test_edge_policies), T(test_edge_refusals))
