@@ -34,6 +34,7 @@ struct mq {
     struct mq_backend *backend;
     struct mq_config cfg; /* strings point to the owned copies below */
     char *path;
+    char *url;
     char *synchronous;
 
     struct metrics_series *published, *duplicates;
@@ -44,7 +45,8 @@ struct mq {
     struct mq_queue_metrics other; /* past MQ_QUEUES_MAX queues */
 };
 
-static const struct mq_ops *const mq_backends[] = {&mq_sqlite_ops};
+static const struct mq_ops *const mq_backends[] = {&mq_sqlite_ops,
+                                                   &mq_rabbitmq_ops};
 
 /* Names ------------------------------------------------------------------ */
 
@@ -342,7 +344,8 @@ static const struct mq_ops *mq_backend_find(const char *name)
         if (strcmp(mq_backends[i]->name, name) == 0)
             return mq_backends[i];
     }
-    log_error("mq", "bad_config key=mq.backend value=\"%s\" expected=sqlite",
+    log_error("mq",
+              "bad_config key=mq.backend value=\"%s\" expected=sqlite|rabbitmq",
               name);
     return NULL;
 }
@@ -380,9 +383,14 @@ static int mq_config_copy(struct mq *q, const struct mq_config *cfg)
     q->path = strdup(cfg->path != NULL ? cfg->path : "");
     if (cfg->synchronous != NULL)
         q->synchronous = strdup(cfg->synchronous);
-    if (q->path == NULL || (cfg->synchronous != NULL && q->synchronous == NULL))
+    if (cfg->url != NULL)
+        q->url = strdup(cfg->url);
+    if (q->path == NULL ||
+        (cfg->synchronous != NULL && q->synchronous == NULL) ||
+        (cfg->url != NULL && q->url == NULL))
         return ERR_NOMEM;
     q->cfg.path = q->path;
+    q->cfg.url = q->url;
     q->cfg.synchronous = q->synchronous;
     return ERR_OK;
 }
@@ -391,6 +399,7 @@ static void mq_free(struct mq *q)
 {
     pthread_mutex_destroy(&q->lock);
     free(q->synchronous);
+    free(q->url);
     free(q->path);
     free(q);
 }
@@ -446,6 +455,7 @@ void mq_config_from(struct mq_config *out, const struct config *cfg)
     memset(out, 0, sizeof(*out));
     out->backend = config_str(cfg, "mq.backend");
     out->path = config_str(cfg, "mq.path");
+    out->url = config_str(cfg, "mq.url");
     out->max_attempts = (int)config_int(cfg, "mq.max_attempts");
     out->lease_ms = (int)config_int(cfg, "mq.lease_ms");
     out->prefetch = (int)config_int(cfg, "mq.prefetch");

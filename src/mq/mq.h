@@ -61,8 +61,9 @@ struct mq;
 #define MQ_DEDUP_WINDOW_MS_DEFAULT (7LL * 24 * 3600 * 1000)
 
 struct mq_config {
-    const char *backend;     /* "sqlite" (NULL means "sqlite") */
+    const char *backend;     /* "sqlite" or "rabbitmq" (NULL: "sqlite") */
     const char *path;        /* the queue file (SQLite) */
+    const char *url;         /* RabbitMQ: amqp://user:pass@host:port/vhost */
     int max_attempts;        /* deliveries before dead-lettering, 1.. */
     int lease_ms;            /* how long a claim holds its messages */
     int prefetch;            /* default and largest claim of mq_consume() */
@@ -80,9 +81,11 @@ struct mq_config {
 /* clang-format off */
 #define MQ_CONFIG_KEYS                                                         \
     {"mq.backend", CONFIG_STRING, "sqlite", 0, 0,                              \
-     "messaging backend: sqlite"},                                             \
+     "messaging backend: sqlite or rabbitmq"},                                 \
     {"mq.path", CONFIG_STRING, "var/queue.db", 0, 0,                           \
      "the SQLite queue file, shared by every process of the machine"},         \
+    {"mq.url", CONFIG_STRING, "amqp://guest:guest@localhost:5672/", 0, 0,      \
+     "the RabbitMQ broker: amqp://user:pass@host:port/vhost"},                 \
     {"mq.max_attempts", CONFIG_INT, "5", 1, MQ_ATTEMPTS_MAX,                   \
      "deliveries of a message before it goes to the dead letters"},            \
     {"mq.lease_ms", CONFIG_INT, "30000", 1, MQ_LEASE_MS_MAX,                   \

@@ -50,6 +50,7 @@ struct mq_ops {
 };
 
 extern const struct mq_ops mq_sqlite_ops;
+extern const struct mq_ops mq_rabbitmq_ops;
 
 /*
  * For backends: gives m a zeroed body buffer of len bytes plus a NUL,

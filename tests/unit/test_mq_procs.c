@@ -13,7 +13,16 @@
  * With no consumer dying, every message is delivered and acked exactly
  * once.  With one consumer killed by SIGKILL while it holds a batch, every
  * message is still acked exactly once: those it held come back when its
- * lease ends and another consumer acks them, as a second attempt.
+ * lease ends and another consumer acks them, as a second attempt.  A
+ * message whose consumer is killed max_attempts times in a row goes to
+ * the dead letters, never to a consumer again.
+ *
+ * With MARQUEE_MQ_URL set, the same runs go through that RabbitMQ broker,
+ * each process with its own connection; a lease there ends when the
+ * holder's connection closes, which SIGKILL does at once.  With
+ * MARQUEE_MQ_RESTART_DIR set too, one more test publishes while the
+ * harness kills and restarts the broker (tests/integration/
+ * test_mq_rabbitmq.py), and checks that no confirmed message was lost.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -31,12 +40,15 @@
 #include "harness.h"
 #include "mq/mq.h"
 
-#define MSGS_TOTAL    400
-#define PUBLISHERS    2
-#define CONSUMERS     3
-#define WAIT_MS_MAX   60000 /* longest the parent waits for every ack */
-#define TRIES_MAX     50    /* a child's tries of one call on ERR_BUSY */
-#define KILL_LEASE_MS 1000
+#define MSGS_TOTAL      400
+#define PUBLISHERS      2
+#define CONSUMERS       3
+#define WAIT_MS_MAX     60000 /* longest the parent waits for every ack */
+#define TRIES_MAX       50    /* a child's tries of one call on ERR_BUSY */
+#define KILL_LEASE_MS   1000
+#define CRASH_ATTEMPTS  3     /* max_attempts of the crash-loop test */
+#define RESTART_MSGS    4000  /* most messages the restart test publishes */
+#define RESTART_WAIT_MS 90000 /* longest the restart test runs */
 
 enum rec_kind { REC_ACK = 1, REC_CLAIM = 2, REC_HOLDING = 3 };
 
@@ -51,7 +63,11 @@ struct rec {
 struct run {
     char dir[64];
     char path[96];
+    char queue[MQ_NAME_MAX + 1]; /* prefixed per run on a shared broker */
+    char topic[MQ_TOPIC_MAX + 1];
+    char pattern[MQ_TOPIC_MAX + 1];
     int lease_ms;
+    int max_attempts;
     int recs[2]; /* children write, the parent reads */
     int stop[2]; /* the parent closes [1] to stop the consumers */
     pid_t pids[PUBLISHERS + CONSUMERS + 1];
@@ -64,12 +80,21 @@ struct run {
     int deliveries;
 };
 
+/* The broker's URL, or NULL: the runs use a SQLite file. */
+static const char *rabbit_url(void)
+{
+    const char *url = getenv("MARQUEE_MQ_URL");
+
+    return url != NULL && url[0] != '\0' ? url : NULL;
+}
+
 static struct mq_config run_config(const struct run *r)
 {
     return (struct mq_config){
-        .backend = "sqlite",
+        .backend = rabbit_url() != NULL ? "rabbitmq" : "sqlite",
         .path = r->path,
-        .max_attempts = 10,
+        .url = rabbit_url(),
+        .max_attempts = r->max_attempts,
         .lease_ms = r->lease_ms,
         .prefetch = 8,
         .busy_timeout_ms = 5000,
@@ -142,8 +167,7 @@ static void publisher_main(const struct run *r, int first, int n)
         snprintf(id, sizeof(id), "p-%d", i);
         snprintf(body, sizeof(body), "%d", i);
         for (int t = 0; t < TRIES_MAX && rc != ERR_OK; t++) {
-            rc = mq_publish(q, "booking.confirmed", id, body, strlen(body),
-                            NULL);
+            rc = mq_publish(q, r->topic, id, body, strlen(body), NULL);
             if (rc != ERR_OK && rc != ERR_BUSY)
                 _exit(5);
         }
@@ -173,7 +197,7 @@ static void consumer_main(const struct run *r)
 
     while (!child_should_stop(r)) {
         struct mq_batch *b = NULL;
-        int rc = mq_consume(q, "notify", 0, &b);
+        int rc = mq_consume(q, r->queue, 0, &b);
 
         if (rc == ERR_BUSY)
             continue;
@@ -199,7 +223,7 @@ static void victim_main(const struct run *r)
     struct mq_batch *b = NULL;
 
     for (;;) {
-        int rc = mq_consume(q, "notify", 0, &b);
+        int rc = mq_consume(q, r->queue, 0, &b);
         if (rc != ERR_OK && rc != ERR_BUSY)
             _exit(10);
         if (rc == ERR_OK && b->n > 0)
@@ -254,20 +278,33 @@ static void as_victim(const struct run *r, int a, int b)
 }
 
 /* Creates the folder and the queue, then closes the handle: no thread. */
-static void run_setup(struct run *r, int lease_ms)
+static void run_setup(struct run *r, int lease_ms, int max_attempts)
 {
-    static const char *const patterns[] = {"booking.*"};
+    static unsigned runs;
+    const char *patterns[] = {r->pattern};
+    char ns[32] = "";
     struct mq_config cfg;
     struct mq *q = NULL;
 
     memset(r, 0, sizeof(*r));
     r->lease_ms = lease_ms;
+    r->max_attempts = max_attempts;
     snprintf(r->dir, sizeof(r->dir), "/tmp/marquee-mqp-XXXXXX");
     CHECK(mkdtemp(r->dir) != NULL);
     snprintf(r->path, sizeof(r->path), "%s/queue.db", r->dir);
+    /* On a shared broker, names of this run only: the directory's random
+     * part is unique among the runs of this machine. */
+    if (rabbit_url() != NULL)
+        snprintf(ns, sizeof(ns), "p%ux%s.", ++runs,
+                 r->dir + strlen("/tmp/marquee-mqp-"));
+    for (char *c = ns; *c != '\0'; c++)
+        *c = (*c >= 'A' && *c <= 'Z') ? (char)(*c - 'A' + 'a') : *c;
+    snprintf(r->queue, sizeof(r->queue), "%snotify", ns);
+    snprintf(r->topic, sizeof(r->topic), "%sbooking.confirmed", ns);
+    snprintf(r->pattern, sizeof(r->pattern), "%sbooking.*", ns);
     cfg = run_config(r);
     CHECK_INT(mq_open(&cfg, &q), ERR_OK);
-    CHECK_INT(mq_declare(q, "notify", patterns, 1), ERR_OK);
+    CHECK_INT(mq_declare(q, r->queue, patterns, 1), ERR_OK);
     mq_close(q);
     CHECK_INT(pipe(r->recs), 0);
     CHECK_INT(pipe(r->stop), 0);
@@ -344,20 +381,28 @@ static void run_finish(struct run *r, pid_t victim)
     close(r->stop[0]);
 }
 
+static void run_remove(struct run *r);
+
 static void run_check_empty_and_remove(struct run *r)
 {
     struct mq_config cfg = run_config(r);
     struct mq_depth d;
     struct mq *q = NULL;
-    DIR *dir;
-    struct dirent *e;
 
     CHECK_INT(mq_open(&cfg, &q), ERR_OK);
-    CHECK_INT(mq_depth(q, "notify", &d), ERR_OK);
+    CHECK_INT(mq_depth(q, r->queue, &d), ERR_OK);
     mq_close(q);
     CHECK_INT(d.ready, 0);
     CHECK_INT(d.leased, 0);
     CHECK_INT(d.dead, 0);
+    run_remove(r);
+}
+
+/* Removes the run's folder and its queue files. */
+static void run_remove(struct run *r)
+{
+    DIR *dir;
+    struct dirent *e;
 
     dir = opendir(r->dir);
     CHECK(dir != NULL);
@@ -382,7 +427,7 @@ TEST(test_procs_each_message_acked_once)
     static struct run r;
 
     /* A lease no run reaches: nothing may be delivered twice. */
-    run_setup(&r, 120000);
+    run_setup(&r, 120000, 10);
     for (int i = 0; i < CONSUMERS; i++)
         run_fork(&r, as_consumer, 0, 0);
     fork_publishers(&r);
@@ -401,7 +446,7 @@ TEST(test_procs_killed_consumer_loses_nothing)
     static struct run r;
     pid_t victim;
 
-    run_setup(&r, KILL_LEASE_MS);
+    run_setup(&r, KILL_LEASE_MS, 10);
     victim = run_fork(&r, as_victim, 0, 0);
     fork_publishers(&r);
 
@@ -423,5 +468,179 @@ TEST(test_procs_killed_consumer_loses_nothing)
     run_check_empty_and_remove(&r);
 }
 
+/* Publishes one message from the parent, with a handle closed again. */
+static void parent_publish(const struct run *r, const char *id,
+                           const char *body)
+{
+    struct mq_config cfg = run_config(r);
+    struct mq *q = NULL;
+    int stored = 0;
+
+    CHECK_INT(mq_open(&cfg, &q), ERR_OK);
+    CHECK_INT(mq_publish(q, r->topic, id, body, strlen(body), &stored), ERR_OK);
+    CHECK_INT(stored, 1);
+    mq_close(q);
+}
+
+/*
+ * A message that kills its consumer: each victim claims it, says so and is
+ * killed with SIGKILL, CRASH_ATTEMPTS times.  Each sees the next attempt
+ * number, exactly; then the message is dead, and no claim gets it again.
+ * On RabbitMQ this is the quorum queue's x-delivery-limit at work.
+ */
+TEST(test_procs_crash_loop_dead_letters)
+{
+    static struct run r;
+    struct mq_config cfg;
+    struct mq_batch *b = NULL;
+    struct mq_depth d = {0};
+    struct mq *q = NULL;
+    int64_t deadline;
+
+    run_setup(&r, KILL_LEASE_MS, CRASH_ATTEMPTS);
+    parent_publish(&r, "poison", "0");
+
+    for (int attempt = 1; attempt <= CRASH_ATTEMPTS; attempt++) {
+        int status = 0;
+        pid_t victim = run_fork(&r, as_victim, 0, 0);
+
+        CHECK_INT(run_read(&r, never), REC_HOLDING);
+        CHECK_INT(r.max_attempt[0], attempt);
+        CHECK_INT(kill(victim, SIGKILL), 0);
+        CHECK_INT(waitpid(victim, &status, 0), victim);
+        CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+        r.npids--;
+    }
+
+    /* Claims until the message is seen dead (SQLite moves it at the first
+     * claim after the last lease; the broker on its own): never
+     * delivered again. */
+    cfg = run_config(&r);
+    CHECK_INT(mq_open(&cfg, &q), ERR_OK);
+    deadline = now_ms() + WAIT_MS_MAX;
+    while (d.dead == 0) {
+        CHECK(now_ms() < deadline);
+        CHECK_INT(mq_consume(q, r.queue, 0, &b), ERR_OK);
+        CHECK_INT(b->n, 0);
+        mq_batch_free(b);
+        CHECK_INT(mq_depth(q, r.queue, &d), ERR_OK);
+        if (d.dead == 0)
+            sleep_ms(20);
+    }
+    CHECK_INT(d.ready, 0);
+    CHECK_INT(mq_dead_list(q, r.queue, 0, 10, &b), ERR_OK);
+    CHECK_INT(b->n, 1);
+    CHECK_STR(b->msgs[0].id, "poison");
+    CHECK_STR(b->msgs[0].error, "lease expired");
+    CHECK_INT(b->msgs[0].attempt, CRASH_ATTEMPTS);
+    mq_batch_free(b);
+    mq_close(q);
+
+    run_finish(&r, 0);
+    run_remove(&r);
+}
+
+/* True once path exists. */
+static bool file_exists(const char *path)
+{
+    return access(path, F_OK) == 0;
+}
+
+/* Publishes id until the broker confirms it; false past the deadline. */
+static bool publish_confirmed(struct mq *q, const struct run *r, int i,
+                              int64_t deadline, int *failures)
+{
+    char id[32], body[32];
+
+    snprintf(id, sizeof(id), "r-%d", i);
+    snprintf(body, sizeof(body), "%d", i);
+    while (now_ms() < deadline) {
+        int rc = mq_publish(q, r->topic, id, body, strlen(body), NULL);
+        if (rc == ERR_OK)
+            return true;
+        /* The broker is away: the handle reconnects with its backoff. */
+        CHECK(rc == ERR_IO || rc == ERR_TIMEOUT);
+        (*failures)++;
+        sleep_ms(20);
+    }
+    return false;
+}
+
+/*
+ * Publishes while the harness kills the broker with SIGKILL and starts it
+ * again: it writes "half" in MARQUEE_MQ_RESTART_DIR once half the first
+ * batch is confirmed and waits for "restarted" there.  Every confirmed
+ * message must then be delivered: a confirm means it is on disk.  Only
+ * under the harness (RabbitMQ); elsewhere it checks nothing.
+ */
+TEST(test_procs_publish_through_broker_restart)
+{
+    static struct run r;
+    static bool seen[RESTART_MSGS];
+    const char *dir = getenv("MARQUEE_MQ_RESTART_DIR");
+    char half[256], restarted[256];
+    struct mq_config cfg;
+    struct mq *q = NULL;
+    int64_t deadline = now_ms() + RESTART_WAIT_MS;
+    int failures = 0, confirmed = 0, delivered = 0;
+
+    if (dir == NULL || rabbit_url() == NULL) {
+        printf("     (skipped: needs MARQUEE_MQ_URL and "
+               "MARQUEE_MQ_RESTART_DIR)\n");
+        return;
+    }
+    snprintf(half, sizeof(half), "%s/half", dir);
+    snprintf(restarted, sizeof(restarted), "%s/restarted", dir);
+    run_setup(&r, 120000, 10);
+    cfg = run_config(&r);
+    CHECK_INT(mq_open(&cfg, &q), ERR_OK);
+
+    /* Publish until the broker went away and came back, and then some. */
+    for (int i = 0; i < RESTART_MSGS; i++) {
+        if (i == RESTART_MSGS / 8) {
+            FILE *f = fopen(half, "w");
+            CHECK(f != NULL);
+            fclose(f);
+        }
+        if (i > RESTART_MSGS / 8 && file_exists(restarted) && failures > 0 &&
+            confirmed > i - 10)
+            break;
+        CHECK(publish_confirmed(q, &r, i, deadline, &failures));
+        confirmed = i + 1;
+        if (i > RESTART_MSGS / 8 && !file_exists(restarted))
+            sleep_ms(2); /* leave the outage time to happen mid-stream */
+    }
+    CHECK(failures > 0);
+    CHECK(file_exists(restarted));
+
+    /* Every confirmed message is there (a retried one may be twice). */
+    while (delivered < confirmed) {
+        struct mq_batch *b = NULL;
+        CHECK(now_ms() < deadline);
+        int rc = mq_consume(q, r.queue, 0, &b);
+        if (rc != ERR_OK) {
+            CHECK(rc == ERR_IO || rc == ERR_TIMEOUT);
+            sleep_ms(20);
+            continue;
+        }
+        for (size_t i = 0; i < b->n; i++) {
+            int idx = (int)strtol((const char *)b->msgs[i].body, NULL, 10);
+            CHECK(idx >= 0 && idx < confirmed);
+            if (!seen[idx])
+                delivered++;
+            seen[idx] = true;
+            CHECK_INT(mq_ack(q, &b->msgs[i]), ERR_OK);
+        }
+        if (b->n == 0)
+            sleep_ms(5);
+        mq_batch_free(b);
+    }
+    printf("     confirmed=%d publish_failures=%d\n", confirmed, failures);
+    mq_close(q);
+    run_remove(&r);
+}
+
 HARNESS_MAIN(T(test_procs_each_message_acked_once),
-             T(test_procs_killed_consumer_loses_nothing))
+             T(test_procs_killed_consumer_loses_nothing),
+             T(test_procs_crash_loop_dead_letters),
+             T(test_procs_publish_through_broker_restart))
