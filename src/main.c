@@ -8,8 +8,10 @@
 #include "http/http.h"
 #include "services/booking/booking.h"
 #include "services/catalog/catalog.h"
+#include "services/notify/notify.h"
 #include "services/payment/payment.h"
 #include "tools/loadgen.h"
+#include "tools/mqctl.h"
 
 struct role {
     const char *name;
@@ -26,6 +28,9 @@ static const struct role roles[] = {
      "seat inventory of every show, and holds on seats"},
     {"payment", payment_main,
      "charges and refunds against a (simulated) card provider"},
+    {"notify", notify_main,
+     "e-tickets and customer messages from booking events"},
+    {"mq", mqctl_main, "operator tool over the message queue"},
     {"loadgen", loadgen_main,
      "open-loop load generator for flash-sale benchmarks"},
 };
