@@ -169,7 +169,7 @@ void gw_cache_policy_parse(int status, const struct http_header_kv *h, size_t n,
         out->age_ms = 0;
 
     out->auth_ok = cc.public_ || cc.s_maxage >= 0 || cc.must_revalidate;
-    out->stale_ok = !cc.must_revalidate && cc.s_maxage < 0;
+    out->stale_ok = !cc.must_revalidate && !cc.no_cache && cc.s_maxage < 0;
     if (cc.s_maxage >= 0)
         out->fresh_ms = cc.s_maxage;
     else if (cc.max_age >= 0)
@@ -183,11 +183,17 @@ void gw_cache_policy_parse(int status, const struct http_header_kv *h, size_t n,
         return; /* nothing says it may be reused */
     if (out->fresh_ms > GW_CACHE_TIME_MAX_MS)
         out->fresh_ms = GW_CACHE_TIME_MAX_MS;
+    if (d != NULL && d->max_ttl_ms > 0 && out->fresh_ms > d->max_ttl_ms)
+        out->fresh_ms = d->max_ttl_ms;
     if (cc.no_cache)
         out->fresh_ms = 0;
 
-    out->swr_ms = cc.swr >= 0 ? cc.swr : d != NULL ? d->swr_ms : 0;
-    out->sie_ms = cc.sie >= 0 ? cc.sie : d != NULL ? d->sie_ms : 0;
+    out->swr_ms = d != NULL && d->swr_ms >= 0 ? d->swr_ms
+                  : cc.swr >= 0               ? cc.swr
+                                              : 0;
+    out->sie_ms = d != NULL && d->sie_ms >= 0 ? d->sie_ms
+                  : cc.sie >= 0               ? cc.sie
+                                              : 0;
     if (!out->stale_ok)
         out->swr_ms = out->sie_ms = 0;
 

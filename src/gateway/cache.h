@@ -12,13 +12,15 @@
  * Freshness (gw_cache_policy_parse): s-maxage, then max-age, then Expires
  * less Date; an answer with none of them gets the route's default TTL
  * (heuristic freshness, RFC 9111 4.2.2) when the route gives one, and
- * only for status 200.  no-store and private are never stored; no-cache
- * is stored only with an ETag, fresh for 0 ms (every use revalidates).
+ * only for status 200; the route may also cap freshness.  no-store and
+ * private are never stored; no-cache is stored only with an ETag, fresh
+ * for 0 ms (every use revalidates, and it is never served stale).
  * stale-while-revalidate and stale-if-error (RFC 5861) come from the
- * answer, else from the route; must-revalidate, proxy-revalidate and
- * s-maxage forbid serving stale.  A request with Authorization is served
- * only from entries whose answer said public, s-maxage or
- * must-revalidate (RFC 9111 3.5), and only such answers to it are stored.
+ * route when it sets them, else from the answer; no-cache,
+ * must-revalidate, proxy-revalidate and s-maxage forbid serving stale.  A
+ * request with Authorization is served only from entries whose answer said
+ * public, s-maxage or must-revalidate (RFC 9111 3.5), and only such answers to
+ * it are stored.
  *
  * The store: entries are immutable once made and reference counted, so a
  * loop thread answers from an entry after letting go of the lock.  The
@@ -61,11 +63,19 @@
  * from an answer: a day. */
 #define GW_CACHE_TIME_MAX_MS (24 * 3600 * 1000LL)
 
-/* A route's defaults for answers that say nothing of their own. */
+/*
+ * A route's settings.  ttl_ms applies only to answers that say nothing of
+ * their freshness; max_ttl_ms shortens any answer's (a cache may always
+ * revalidate sooner).  The stale windows, when set (>= 0), replace the
+ * answer's own: the routes file is the operator's out-of-band contract of
+ * RFC 9111 4.2.4; they never apply to answers that forbid serving stale
+ * (no-cache, must-revalidate, proxy-revalidate, s-maxage).
+ */
 struct gw_cache_defaults {
-    int64_t ttl_ms; /* freshness of a 200 without any; 0: not stored */
-    int64_t swr_ms; /* stale-while-revalidate when the answer gives none */
-    int64_t sie_ms; /* stale-if-error when the answer gives none */
+    int64_t ttl_ms;     /* freshness of a 200 without any; 0: not stored */
+    int64_t max_ttl_ms; /* longest freshness; 0: no cap */
+    int64_t swr_ms;     /* stale-while-revalidate; -1: the answer's */
+    int64_t sie_ms;     /* stale-if-error; -1: the answer's */
 };
 
 /* What an answer allows, from its status and headers. */

@@ -526,11 +526,14 @@ static int parse_limit(const char *file, const char *where, const json_t *obj,
     return ERR_OK;
 }
 
-/* "cache": {"ttl_ms", "stale_while_revalidate_ms", "stale_if_error_ms"}. */
+/* "cache": {"ttl_ms", "max_ttl_ms", "stale_while_revalidate_ms",
+ * "stale_if_error_ms"}; the stale windows are -1 (the answer's) unless
+ * given. */
 static int parse_cache(const char *file, const char *where, const json_t *obj,
                        struct gw_route *r, char *err, size_t cap)
 {
-    static const char *const keys[] = {"ttl_ms", "stale_while_revalidate_ms",
+    static const char *const keys[] = {"ttl_ms", "max_ttl_ms",
+                                       "stale_while_revalidate_ms",
                                        "stale_if_error_ms", NULL};
     const json_t *v = json_object_get(obj, "cache");
     struct gw_cache_defaults *d = &r->cache_defaults;
@@ -547,11 +550,14 @@ static int parse_cache(const char *file, const char *where, const json_t *obj,
         rc = int_member(file, at, v, "ttl_ms", 0, GW_CACHE_TIME_MAX_MS, 0,
                         &d->ttl_ms, err, cap);
     if (rc == ERR_OK)
+        rc = int_member(file, at, v, "max_ttl_ms", 0, GW_CACHE_TIME_MAX_MS, 0,
+                        &d->max_ttl_ms, err, cap);
+    if (rc == ERR_OK)
         rc = int_member(file, at, v, "stale_while_revalidate_ms", 0,
-                        GW_CACHE_TIME_MAX_MS, 0, &d->swr_ms, err, cap);
+                        GW_CACHE_TIME_MAX_MS, -1, &d->swr_ms, err, cap);
     if (rc == ERR_OK)
         rc = int_member(file, at, v, "stale_if_error_ms", 0,
-                        GW_CACHE_TIME_MAX_MS, 0, &d->sie_ms, err, cap);
+                        GW_CACHE_TIME_MAX_MS, -1, &d->sie_ms, err, cap);
     r->cache = rc == ERR_OK;
     return rc;
 }

@@ -266,7 +266,8 @@ TEST(test_edge_policies)
     CHECK(!spec.routes[2].cache);
     CHECK(spec.routes[3].cache);
     CHECK_INT(spec.routes[3].cache_defaults.ttl_ms, 1000);
-    CHECK_INT(spec.routes[3].cache_defaults.swr_ms, 0);
+    CHECK_INT(spec.routes[3].cache_defaults.swr_ms, -1); /* the answer's */
+    CHECK_INT(spec.routes[3].cache_defaults.max_ttl_ms, 0);
     CHECK_INT(spec.routes[3].cache_defaults.sie_ms, 30000);
     CHECK_INT(spec.limits[1].policy.period_ms, 60000);
     CHECK_INT(spec.limits[1].policy.burst, 100); /* burst defaults to rate */
