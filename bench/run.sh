@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 benchmarks=(
+    bench/cached_read.sh
     bench/catalog_vs_nginx.sh
     bench/flash_sale.sh
     bench/memory.sh
