@@ -27,6 +27,7 @@ import unittest
 import xml.etree.ElementTree as ET
 
 from support import SANITIZER_ENV, ApiSchema, Service, free_port, marquee_bin
+from test_logs import LINE_RE, log_lines
 
 KEY = "integration-test-ticket-key-0123456789abcdef"
 TOKEN = "notify-test-token"
@@ -105,9 +106,15 @@ class NotifyTest(unittest.TestCase):
         self.serial = 0
 
     def tearDown(self):
-        for svc in self.services:
-            svc.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        try:
+            # Every line any notify wrote keeps the project's log format.
+            for svc in self.services:
+                for line in log_lines(svc):
+                    self.assertRegex(line, LINE_RE)
+        finally:
+            for svc in self.services:
+                svc.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
     # ------------------------------------------------------------ helpers
 
@@ -517,6 +524,8 @@ class NotifyTest(unittest.TestCase):
                            env=env)
         self.assertEqual(p.returncode, 1, p.stderr)
         self.assertIn("bad_config key=notify.ticket_key bytes=18", p.stderr)
+        for line in p.stderr.splitlines():
+            self.assertRegex(line, LINE_RE)
         self.assertNotIn("too-short-a-secret", p.stderr)
         # The documented demo key starts, and says so.
         demo = self.start(**{"notify.ticket_key": "demo"})
