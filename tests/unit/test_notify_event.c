@@ -94,6 +94,10 @@ TEST(unusable_bodies_say_why)
     REFUSED(CONFIRMED, "\"id\": \"ev-1\"", "\"id\": 7",
             "field id must be a string");
     REFUSED(CONFIRMED, "\"id\": \"ev-1\"", "\"id\": \"\"", "1 to 128 bytes");
+    REFUSED(CONFIRMED, "\"id\": \"ev-1\"", "\"id\": \"ev 1\"",
+            "field id must be visible ASCII");
+    REFUSED(CONFIRMED, "\"id\": \"ev-1\"", "\"id\": \"ev\\\"1\"",
+            "field id must be visible ASCII");
     REFUSED(CONFIRMED, "booking.confirmed", "booking.held",
             "unknown event type booking.held");
     REFUSED(CONFIRMED, "booking.confirmed", "booking.\\\"x",

@@ -138,6 +138,16 @@ static bool currency_ok(const char *s)
            isupper((unsigned char)s[1]) && isupper((unsigned char)s[2]);
 }
 
+/* Event ids go into log values and keys as they are: no space, quote or
+ * backslash, nothing outside visible ASCII. */
+static bool event_id_ok(const char *s)
+{
+    for (; *s != '\0'; s++)
+        if (*s < '!' || *s > '~' || *s == '"' || *s == '\\')
+            return false;
+    return true;
+}
+
 /* The fields both event types carry. */
 static int parse_common(json_t *body, struct notify_event *ev, char *err,
                         size_t cap)
@@ -146,6 +156,10 @@ static int parse_common(json_t *body, struct notify_event *ev, char *err,
 
     if ((s = field_string(body, "id", NOTIFY_EVENT_ID_MAX, err, cap)) == NULL)
         return ERR_INVALID;
+    if (!event_id_ok(s))
+        return fail(err, cap,
+                    "field id must be visible ASCII with no quote "
+                    "or backslash");
     snprintf(ev->id, sizeof(ev->id), "%s", s);
     if (!field_int(body, "show_id", 1, SHOW_ID_MAX, &ev->show_id, err, cap))
         return ERR_INVALID;
