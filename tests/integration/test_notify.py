@@ -187,9 +187,9 @@ class NotifyTest(unittest.TestCase):
                       % outcome, text.decode(), re.M)
         return int(m.group(1)) if m else 0
 
-    def db_counts(self, svc):
-        """Rows of the service's own database, read with SQLite itself."""
-        with sqlite3.connect(svc.db_path) as db:
+    def db_counts(self, svc, path=None):
+        """Rows of the service's database, read with SQLite itself."""
+        with sqlite3.connect(path or svc.db_path) as db:
             return {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                     for t in ("tickets", "deliveries", "events")}
 
@@ -350,6 +350,32 @@ class NotifyTest(unittest.TestCase):
         for booking in bookings:
             t = self.wait_ticket(svc, booking)
             self.assertEqual(t["status"], "valid")
+
+    def test_two_instances_one_database_exactly_once(self):
+        # Two processes consume the queue at once and write one database;
+        # every event comes twice (under two message ids), so copies of one
+        # event race each other in the two processes.
+        self.mq("declare", QUEUE, "booking.#")
+        shared = os.path.join(self.tmp, "shared.db")
+        bookings = [f"55-{i:04d}" for i in range(25)]
+        for i, booking in enumerate(bookings):
+            event = confirmed(f"twin-{i}", booking, customer=f"t-{i % 4}")
+            self.publish(event)
+            self.publish(event)
+        # Small batches held a moment before their acks: neither process
+        # can finish alone before the other has started.
+        flags = {"store.path": shared, "mq.prefetch": "4",
+                 "notify.ack_delay_ms": "200"}
+        one = self.start(**flags)
+        two = self.start(**flags)
+        self.drained()
+        issued = self.metric(one, "issued") + self.metric(two, "issued")
+        dups = self.metric(one, "duplicate") + self.metric(two, "duplicate")
+        self.assertEqual((issued, dups), (25, 25))
+        self.assertGreater(self.metric(one, "issued"), 0)
+        self.assertGreater(self.metric(two, "issued"), 0)
+        self.assertEqual(self.db_counts(one, shared),
+                         {"tickets": 25, "deliveries": 25, "events": 25})
 
     def test_poison_messages_end_in_the_dead_letters(self):
         svc = self.start(**{"mq.max_attempts": "2"})
