@@ -893,17 +893,16 @@ static void call_refused(struct http_req *req, int rc)
 }
 
 /*
- * Starts the background refresh of a stale entry: a copy of req with no
+ * Makes the background refresh of a stale entry: a copy of req with no
  * client, which a graceful shutdown waits for (http_server_hold).  Takes
- * the reference to stale.  When no call can be made the fill ends at
- * once and its waiters go upstream alone.
+ * the reference to stale.  Returns the call, to start with attempt()
+ * once req is answered; or NULL when no call can be made, after ending
+ * the fill at once (its waiters go upstream alone).
  */
-static void refresh_start(struct http_req *req, struct gateway *gw,
-                          const struct gw_route *r,
-                          struct gw_cache_shard *shard,
-                          struct gw_cache_fill *fill,
-                          struct gw_cache_entry *stale, const char *key,
-                          size_t key_len)
+static struct gw_call *
+refresh_make(struct http_req *req, struct gateway *gw, const struct gw_route *r,
+             struct gw_cache_shard *shard, struct gw_cache_fill *fill,
+             struct gw_cache_entry *stale, const char *key, size_t key_len)
 {
     void *waiters[GW_CACHE_WAITERS_MAX];
     struct gw_call *c;
@@ -916,8 +915,7 @@ static void refresh_start(struct http_req *req, struct gateway *gw,
         c->stale = stale;
         conditions_strip(c);
         http_server_hold(gw->server);
-        attempt(c);
-        return;
+        return c;
     }
     pthread_mutex_lock(&shard->lock);
     n = gw_cache_fill_done(shard->cache, fill, NULL, NULL, gw_now_ms(),
@@ -925,6 +923,7 @@ static void refresh_start(struct http_req *req, struct gateway *gw,
     pthread_mutex_unlock(&shard->lock);
     waiters_release(gw, waiters, n, NULL, NULL);
     gw_cache_entry_release(stale);
+    return NULL;
 }
 
 /* The cache key of req, path and query, into out; false if too long. */
@@ -951,6 +950,7 @@ static bool cache_answer(struct http_req *req, struct gateway *gw,
                          size_t key_len)
 {
     struct gw_cache_shard *shard = shard_of(gw, ckey, clen);
+    struct gw_call *refresh = NULL;
     struct gw_cache_look look;
 
     pthread_mutex_lock(&shard->lock);
@@ -961,13 +961,18 @@ static bool cache_answer(struct http_req *req, struct gateway *gw,
 
     metrics_inc(
         gw->m_cache[look.verdict == GW_CACHE_HIT ? GW_CR_HIT : GW_CR_STALE]);
+    /* The refresh copies req before it is answered, and goes after. */
+    if (look.fill != NULL) {
+        gw_cache_entry_retain(look.entry);
+        refresh = refresh_make(req, gw, r, shard, look.fill, look.entry, key,
+                               key_len);
+    }
     respond_entry(req, look.entry, look.age_s,
                   look.verdict == GW_CACHE_HIT ? CS_HIT : CS_STALE,
                   http_req_header(req, "if-none-match"));
-    if (look.fill != NULL)
-        refresh_start(req, gw, r, shard, look.fill, look.entry, key, key_len);
-    else
-        gw_cache_entry_release(look.entry);
+    gw_cache_entry_release(look.entry);
+    if (refresh != NULL)
+        attempt(refresh);
     return true;
 }
 
