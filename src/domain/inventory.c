@@ -384,6 +384,7 @@ static uint32_t hold_add(struct show_inv *inv, const uint32_t *seats, size_t n,
     snprintf(h->id, sizeof(h->id), "%s", hold_id);
     snprintf(h->customer, sizeof(h->customer), "%s", customer);
     h->in_use = true;
+    h->in_checkout = false;
     inv->nholds++;
     return slot;
 }

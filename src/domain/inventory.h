@@ -95,6 +95,9 @@ struct inv_hold {
     uint32_t *seats;
     bool pending; /* reserved, database write in flight */
     bool in_use;
+    /* Its checkout's charge is in flight: a release is refused meanwhile
+     * (the hold still ends at expires_at, see docs/internals/booking.md). */
+    bool in_checkout;
 };
 
 struct show_inv {

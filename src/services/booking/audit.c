@@ -44,6 +44,55 @@ struct booking_auditor {
     int64_t last_found;
 };
 
+/* Checkouts, refunds, cancellations, the outbox and the breaker. */
+static void booking_metrics_setup_money(struct booking_metrics *bm,
+                                        struct metrics *m)
+{
+    static const char *const outcome[] = {"outcome"};
+    static const char *const names[] = {"confirmed",   "declined", "failed",
+                                        "unavailable", "refunded", "refused"};
+    static const char *const state[] = {"state"};
+    static const char *const reason[] = {"reason"};
+    _Static_assert(sizeof(names) / sizeof(names[0]) ==
+                       sizeof(bm->checkouts) / sizeof(bm->checkouts[0]),
+                   "one name per checkout outcome");
+
+    struct metrics_family *co = metrics_family(
+        m, METRICS_COUNTER, "marquee_booking_checkouts_total",
+        "Checkouts answered, by outcome: confirmed (201), declined (402), "
+        "failed (502), unavailable (503), refunded (409, charged after the "
+        "hold ended), refused (404, 409, 422).",
+        1, outcome, NULL, 0);
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        bm->checkouts[i] = metrics_series(co, &names[i]);
+    struct metrics_family *rf = metrics_family(
+        m, METRICS_COUNTER, "marquee_booking_refunds_total",
+        "Refunds recorded as due, and refunds payment confirmed (done).", 1,
+        state, NULL, 0);
+    const char *due[] = {"due"}, *done[] = {"done"};
+    bm->refunds_due = metrics_series(rf, due);
+    bm->refunds_done = metrics_series(rf, done);
+    bm->refunds_pending =
+        metrics_gauge(m, "marquee_booking_refunds_due",
+                      "Refunds recorded and not yet confirmed by payment.");
+    struct metrics_family *cn = metrics_family(
+        m, METRICS_COUNTER, "marquee_booking_cancellations_total",
+        "Booking cancellations, by reason.", 1, reason, NULL, 0);
+    const char *cust[] = {"customer"}, *show[] = {"show_cancelled"};
+    bm->cancellations_customer = metrics_series(cn, cust);
+    bm->cancellations_show = metrics_series(cn, show);
+    bm->outbox_unsent = metrics_gauge(
+        m, "marquee_booking_outbox_unsent",
+        "Booking events committed and not yet published to the queue.");
+    bm->breaker_state = metrics_gauge(
+        m, "marquee_booking_payment_breaker_state",
+        "The payment circuit breaker: 0 closed, 1 open, 2 half-open.");
+    bm->intents_settled = metrics_counter(
+        m, "marquee_booking_intents_reconciled_total",
+        "Payment attempts with no recorded outcome that the reconciler "
+        "settled (booked, refunded or abandoned).");
+}
+
 void booking_metrics_setup(struct booking_metrics *bm)
 {
     static const char *const state[] = {"state"};
@@ -77,6 +126,7 @@ void booking_metrics_setup(struct booking_metrics *bm)
     bm->audits =
         metrics_counter(m, "marquee_booking_audits_total",
                         "Audits of the database for seats held twice.");
+    booking_metrics_setup_money(bm, m);
 }
 
 /* One audit; the number of seats found held twice, or an error. */

@@ -12,6 +12,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "base/program.h"
+#include "http/client.h"
 #include "mq/mq.h"
 #include "services/booking/booking.h"
 #include "services/booking/internal.h"
@@ -40,6 +41,24 @@ static const struct config_key booking_keys[] = {
     {"booking.events", CONFIG_STRING, "", 0, 0,
      "how show events arrive: queue (consumed from mq.path) or http "
      "(POSTed by the catalog); empty: queue when mq.path is set, else http"},
+    {"booking.payment_url", CONFIG_STRING, "http://127.0.0.1:8083", 0, 0,
+     "where the payment service answers, to charge and refund"},
+    {"booking.payment_timeout_ms", CONFIG_INT, "3000", 100, 60000,
+     "one call to payment, connect to last byte"},
+    {"booking.payment_workers", CONFIG_INT, "4", 1, BOOKING_WORKERS_MAX,
+     "threads that call payment (event loops never wait for it)"},
+    {"booking.checkout_queue_max", CONFIG_INT, "256", 1, 65536,
+     "checkouts waiting for a payment worker; more get 503"},
+    {"booking.payment_breaker_open_ms", CONFIG_INT, "5000", 100, 600000,
+     "how long the payment breaker stays open before a probe"},
+    {"booking.reconcile_interval_ms", CONFIG_INT, "5000", 50, 3600000,
+     "how often refunds due, open payment attempts and cancelled shows "
+     "are settled"},
+    {"booking.reconcile_after_ms", CONFIG_INT, "30000", 200, 86400000,
+     "a payment attempt untouched this long is settled with payment; "
+     "must exceed booking.payment_timeout_ms"},
+    {"booking.refund_retry_ms", CONFIG_INT, "1000", 10, 600000,
+     "first wait before a failed refund is sent again (doubles)"},
     MQ_CONFIG_KEYS,
 };
 
@@ -49,6 +68,10 @@ static const struct http_route booking_routes[] = {
     {"GET", "/v1/holds/{hold_id}", booking_handle_get_hold},
     {"DELETE", "/v1/holds/{hold_id}", booking_handle_release_hold},
     {"POST", "/v1/holds/{hold_id}/extend", booking_handle_extend_hold},
+    {"POST", "/v1/holds/{hold_id}/checkout", booking_handle_checkout},
+    {"GET", "/v1/bookings", booking_handle_list_bookings},
+    {"GET", "/v1/bookings/{booking_id}", booking_handle_get_booking},
+    {"POST", "/v1/bookings/{booking_id}/cancel", booking_handle_cancel_booking},
     {"POST", "/internal/v1/show-events", booking_handle_show_event},
 };
 
@@ -114,6 +137,12 @@ static void booking_init(struct booking *b, const struct config *cfg)
         (int)config_int(cfg, "booking.max_seats_per_customer");
     b->max_extensions = (int)config_int(cfg, "booking.max_extensions");
     b->max_hold_life_ms = config_int(cfg, "booking.max_hold_life_s") * 1000;
+    b->payment_url = config_str(cfg, "booking.payment_url");
+    b->payment_timeout_ms = (int)config_int(cfg, "booking.payment_timeout_ms");
+    b->reconcile_interval_ms =
+        (int)config_int(cfg, "booking.reconcile_interval_ms");
+    b->reconcile_after_ms = config_int(cfg, "booking.reconcile_after_ms");
+    b->refund_retry_ms = (int)config_int(cfg, "booking.refund_retry_ms");
     booking_metrics_setup(&b->metrics);
     pthread_mutex_init(&b->loaded_lock, NULL);
 }
@@ -161,6 +190,66 @@ static int start_consumer(struct booking *b, const struct config *cfg)
     return b->consumer != NULL ? ERR_OK : ERR_CONFIG;
 }
 
+/*
+ * Booking events go to the queue when it is configured, as the catalog's
+ * do; without mq.path they stay in the outbox table, unsent, for a later
+ * run that has one.
+ */
+static int start_relay(struct booking *b, const struct config *cfg)
+{
+    struct mq_config mc;
+
+    if (!key_given(cfg, "mq.path")) {
+        log_info("booking", "booking_events_unrelayed reason=\"no mq.path\"");
+        return ERR_OK;
+    }
+    mq_config_from(&mc, cfg);
+    program_make_parent_dir(mc.path);
+    b->relay = booking_relay_start(b, &mc);
+    return b->relay != NULL ? ERR_OK : ERR_CONFIG;
+}
+
+/* The payment pool, the relay and the reconciler, in that order. */
+static int start_money(struct booking *b, const struct config *cfg)
+{
+    int rc;
+
+    if (b->reconcile_after_ms <= b->payment_timeout_ms) {
+        log_error("config",
+                  "bad_value key=booking.reconcile_after_ms value=%lld "
+                  "reason=\"must exceed booking.payment_timeout_ms, or an "
+                  "attempt still in flight could be abandoned\"",
+                  (long long)b->reconcile_after_ms);
+        return ERR_CONFIG;
+    }
+    if (!http_client_url_valid(b->payment_url)) {
+        log_error("config", "bad_value key=booking.payment_url value=\"%.64s\"",
+                  b->payment_url);
+        return ERR_CONFIG;
+    }
+    b->pay =
+        booking_pay_start(b, (int)config_int(cfg, "booking.payment_workers"),
+                          (int)config_int(cfg, "booking.checkout_queue_max"),
+                          config_int(cfg, "booking.payment_breaker_open_ms"));
+    if (b->pay == NULL)
+        return ERR_SYS;
+    if ((rc = start_relay(b, cfg)) != ERR_OK)
+        return rc;
+    b->reconciler = booking_reconciler_start(b);
+    return b->reconciler != NULL ? ERR_OK : ERR_SYS;
+}
+
+/* The reverse of start_money: nothing calls payment after its pool. */
+static void stop_money(struct booking *b)
+{
+    booking_reconciler_stop(b->reconciler);
+    b->reconciler = NULL;
+    booking_pay_stop(b->pay);
+    b->pay = NULL;
+    booking_relay_stop(b->relay);
+    b->relay = NULL;
+}
+
 static int serve(struct booking *b, const struct config *cfg)
 {
     struct http_server_config hc;
@@ -179,12 +268,21 @@ static int serve(struct booking *b, const struct config *cfg)
     if (rc != ERR_OK)
         return rc;
     b->nthreads = http_server_threads(b->server);
+    /* Before the fetcher: a show it learns is cancelled wakes the
+     * reconciler. */
+    if ((rc = start_money(b, cfg)) != ERR_OK) {
+        stop_money(b);
+        http_server_free(b->server);
+        return rc;
+    }
     b->fetcher = booking_fetcher_start(b);
     if (b->fetcher == NULL) {
+        stop_money(b);
         http_server_free(b->server);
         return ERR_SYS;
     }
     if ((rc = start_consumer(b, cfg)) != ERR_OK) {
+        stop_money(b);
         booking_fetcher_stop(b->fetcher);
         http_server_free(b->server);
         return rc;
@@ -192,6 +290,7 @@ static int serve(struct booking *b, const struct config *cfg)
     rc = http_server_run(b->server);
     /* The consumer waits for the refreshes it asked the fetcher for. */
     booking_consumer_stop(b->consumer);
+    stop_money(b);
     booking_fetcher_stop(b->fetcher);
     idem_flush(b); /* answers given in the last moments */
     http_server_free(b->server);

@@ -24,21 +24,6 @@
 
 /* --- representation ----------------------------------------------------- */
 
-struct hold_row {
-    char id[INV_HOLD_ID_MAX];
-    int64_t show_id;
-    char customer[INV_CUSTOMER_MAX + 1];
-    char status[16];
-    char *seats; /* JSON text, owned */
-    int64_t total;
-    char currency[4];
-    int64_t created_at, expires_at, max_expires_at;
-    int extensions;
-    int64_t version;
-    uint32_t idx[BOOKING_SEATS_PER_REQUEST_MAX]; /* seat indexes */
-    size_t nidx;
-};
-
 /* Parses a stored "[3,4]" of seat indexes. */
 static void parse_idx(const char *text, struct hold_row *row)
 {
@@ -99,8 +84,8 @@ static const char SQL_HOLD_GET[] =
     "created_at, expires_at, max_expires_at, extensions, version, seat_idx "
     "FROM holds WHERE id = ?";
 
-/* Reads a hold; ERR_NOTFOUND when there is none.  Free row->seats. */
-static int hold_read(struct store_conn *c, const char *id, struct hold_row *row)
+int booking_hold_read(struct store_conn *c, const char *id,
+                      struct hold_row *row)
 {
     struct store_stmt *st;
     int rc = store_prepare(c, SQL_HOLD_GET, &st);
@@ -136,16 +121,22 @@ static int hold_read(struct store_conn *c, const char *id, struct hold_row *row)
 
 /* --- request checks ------------------------------------------------------ */
 
-/* Hold ids are "<show id>-<16 hex digits>": the show names the owner. */
-static bool hold_id_parse(const char *id, int64_t *show_id)
+/* Hold ids are "<show id>-<16 hex digits>", booking ids "<show id>-b<16
+ * hex digits>": the show names the owner. */
+bool booking_id_parse(const char *id, bool booking, int64_t *show_id)
 {
     char *dash;
     long long show = id != NULL ? strtoll(id, &dash, 10) : 0;
 
     if (id == NULL || show < 1 || dash == id || *dash != '-' ||
-        strlen(dash + 1) != 16 || strlen(id) >= INV_HOLD_ID_MAX)
+        strlen(id) >= INV_HOLD_ID_MAX)
         return false;
-    for (const char *p = dash + 1; *p != '\0'; p++)
+    const char *hex = dash + 1;
+    if (booking && *hex++ != 'b')
+        return false;
+    if (strlen(hex) != 16)
+        return false;
+    for (const char *p = hex; *p != '\0'; p++)
         if (!isxdigit((unsigned char)*p) || isupper((unsigned char)*p))
             return false;
     *show_id = show;
@@ -529,7 +520,7 @@ void booking_op_hold(struct booking_thread *t, struct booking_op *op,
 static bool hold_param(struct http_req *req, const char **id, int64_t *show_id)
 {
     *id = http_req_param(req, "hold_id");
-    if (!hold_id_parse(*id, show_id)) {
+    if (!booking_id_parse(*id, false, show_id)) {
         http_respond_problem(req, 404, "not-found", "Not found",
                              "there is no hold \"%.40s\"", *id ? *id : "");
         return false;
@@ -547,7 +538,7 @@ void booking_handle_get_hold(struct http_req *req, void *app)
 
     if (!hold_param(req, &id, &show_id))
         return;
-    int rc = hold_read(t->conn, id, &row);
+    int rc = booking_hold_read(t->conn, id, &row);
     if (rc == ERR_NOTFOUND)
         http_respond_problem(req, 404, "not-found", "Not found",
                              "there is no hold %s", id);
@@ -803,7 +794,7 @@ static void submit_change(struct booking_op *op,
 static bool load_hold(struct booking_thread *t, struct booking_op *op,
                       struct hold_row *row)
 {
-    int rc = hold_read(t->conn, op->hold_id, row);
+    int rc = booking_hold_read(t->conn, op->hold_id, row);
 
     if (rc == ERR_NOTFOUND || (rc == ERR_OK && row->show_id != op->show_id))
         booking_op_fail(op, 404, "not-found", "Not found",
@@ -824,7 +815,6 @@ void booking_op_release(struct booking_thread *t, struct booking_op *op,
 {
     struct hold_row row;
 
-    (void)inv;
     op->now_ms = clock_wall_ms(t->b->clock);
     if (!load_hold(t, op, &row))
         return;
@@ -833,6 +823,18 @@ void booking_op_release(struct booking_thread *t, struct booking_op *op,
     if (strcmp(row.status, "active") != 0 || row.expires_at <= op->now_ms) {
         op->status = 200;
         op->response = hold_text(t->b, &row, op->now_ms);
+        free(row.seats);
+        booking_op_finish(op);
+        return;
+    }
+    /* Money may be on its way for these seats: the checkout settles the
+     * hold (a booking, or a refund once it has expired). */
+    uint32_t slot = inv != NULL ? inv_find_hold(inv, op->hold_id) : 0;
+    if (slot != 0 && inv_hold_at(inv, slot)->in_checkout) {
+        booking_op_fail(op, 409, "checkout-in-progress", "Checkout in progress",
+                        "hold %s is being paid for; it cannot be released "
+                        "until the payment answers",
+                        op->hold_id);
         free(row.seats);
         booking_op_finish(op);
         return;

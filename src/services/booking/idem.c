@@ -186,15 +186,18 @@ static const char SQL_IDEM_GET[] =
     "SELECT request_hash, status, content_type, response FROM idempotency "
     "WHERE customer_id = ? AND key = ? AND created_at > ?";
 
-/* The Location of a replayed 201: the hold named in its body. */
+/* The Location of a replayed 201: the hold or the booking (a booking
+ * names its hold) in its body. */
 static void set_location(struct http_req *req, const char *body)
 {
     json_t *doc = json_loads(body, 0, NULL);
     const char *id = json_string_value(json_object_get(doc, "id"));
+    bool booking = json_object_get(doc, "hold_id") != NULL;
     char location[64];
 
     if (id != NULL) {
-        snprintf(location, sizeof(location), "/v1/holds/%s", id);
+        snprintf(location, sizeof(location), "/v1/%s/%s",
+                 booking ? "bookings" : "holds", id);
         http_set_header(req, "Location", location);
     }
     json_decref(doc);

@@ -35,7 +35,23 @@
 #define BOOKING_SHOW_TABLE_MIN        64
 #define BOOKING_SEATMAPS_MAX          4096 /* distinct layouts shared */
 
+/* Checkout, bookings and refunds. */
+#define BOOKING_TOKEN_MAX             64 /* a card token, as payment takes it */
+#define BOOKING_INTENT_ID_MAX         64 /* "<hold id>.<16 hex>" and a NUL */
+#define BOOKING_ID_MAX                INV_HOLD_ID_MAX /* "<show>-b<16 hex>" */
+#define BOOKING_PAY_ID_MAX            40  /* payment's "ch_..." and "re_..." */
+#define BOOKING_REFUND_ID_MAX         24  /* "rf_<16 hex>" and a NUL */
+#define BOOKING_WORKERS_MAX           64  /* payment worker threads */
+#define BOOKING_LIST_MAX              100 /* bookings on one page */
+#define BOOKING_LIST_DEFAULT          20
+#define BOOKING_RECONCILE_BATCH_MAX   32    /* rows of each kind per round */
+#define BOOKING_REFUND_BACKOFF_MAX_MS 60000 /* longest wait between tries */
+#define BOOKING_PAY_RETRY_AFTER_S     2 /* Retry-After when payment is down */
+
 struct booking_fetcher;
+struct booking_pay;
+struct booking_reconciler;
+struct booking_relay;
 struct booking_consumer;
 struct booking_auditor;
 struct mq_config;
@@ -49,6 +65,23 @@ struct booking_metrics {
     struct metrics_series *holds_released, *holds_expired;
     struct metrics_series *seats_held; /* the sum of every thread's share */
     struct metrics_series *oversell, *audits;
+    /* Checkouts by outcome (enum checkout_outcome), refunds by state. */
+    struct metrics_series *checkouts[6];
+    struct metrics_series *refunds_due, *refunds_done; /* counters */
+    struct metrics_series *refunds_pending;            /* gauge */
+    struct metrics_series *cancellations_customer, *cancellations_show;
+    struct metrics_series *outbox_unsent; /* gauge */
+    struct metrics_series *breaker_state; /* gauge: 0 closed, 1 open, 2 half */
+    struct metrics_series *intents_settled; /* by the reconciler */
+};
+
+enum checkout_outcome {
+    CHECKOUT_CONFIRMED,
+    CHECKOUT_DECLINED,
+    CHECKOUT_FAILED,      /* payment's provider failed: nothing charged */
+    CHECKOUT_UNAVAILABLE, /* payment down, slow or breaker open: 503 */
+    CHECKOUT_REFUNDED,    /* charged after the hold ended: refunded */
+    CHECKOUT_REFUSED,     /* the hold could not be checked out: 4xx */
 };
 
 struct booking {
@@ -66,6 +99,15 @@ struct booking {
     struct booking_auditor *auditor;
     struct booking_metrics metrics;
     struct seatmap_cache *maps; /* the loader's, then the fetcher's alone */
+    /* Payment, checkout and refunds. */
+    const char *payment_url;
+    int payment_timeout_ms;
+    int64_t reconcile_after_ms; /* an open intent this old is settled */
+    int reconcile_interval_ms;
+    int refund_retry_ms; /* first wait before a refund is sent again */
+    struct booking_pay *pay;
+    struct booking_reconciler *reconciler;
+    struct booking_relay *relay; /* NULL: events stay in the outbox */
     /* Shows read from the database at start, handed to their owners. */
     struct show_inv **loaded;
     size_t nloaded;
@@ -97,6 +139,8 @@ enum booking_op_kind {
     OP_HOLD,
     OP_RELEASE,
     OP_EXTEND,
+    OP_CHECKOUT,
+    OP_CANCEL,
 };
 
 /*
@@ -141,7 +185,39 @@ struct booking_op {
     char detail[256];
     json_t *body;   /* success body, or problem extensions; owned */
     char *response; /* serialized success body, owned */
+    /* Checkout and cancellation. */
+    char token[BOOKING_TOKEN_MAX + 1];
+    char intent_id[BOOKING_INTENT_ID_MAX];
+    char booking_id[BOOKING_ID_MAX];
+    char refund_id[BOOKING_REFUND_ID_MAX];
+    bool resume;       /* checkout: the same attempt again */
+    bool all_seats;    /* cancel: every seat still booked */
+    int retry_after_s; /* with a 503 */
+    int64_t booking_version;
+    enum checkout_outcome outcome;
 };
+
+/* holds.c, shared with checkout.c */
+struct hold_row {
+    char id[INV_HOLD_ID_MAX];
+    int64_t show_id;
+    char customer[INV_CUSTOMER_MAX + 1];
+    char status[16];
+    char *seats; /* JSON text, owned */
+    int64_t total;
+    char currency[4];
+    int64_t created_at, expires_at, max_expires_at;
+    int extensions;
+    int64_t version;
+    uint32_t idx[BOOKING_SEATS_PER_REQUEST_MAX]; /* seat indexes */
+    size_t nidx;
+};
+/* Reads a hold; ERR_NOTFOUND when there is none.  Free row->seats. */
+int booking_hold_read(struct store_conn *c, const char *id,
+                      struct hold_row *row);
+/* "<show id>-<16 hex>" (hold) or "<show id>-b<16 hex>" (booking, with
+ * booking true): the show names the owner. */
+bool booking_id_parse(const char *id, bool booking, int64_t *show_id);
 
 /* schema.c */
 extern const struct store_migration booking_migrations[];
@@ -263,5 +339,152 @@ int idem_load(struct booking *b);
 void idem_flush(struct booking *b);
 /* Queues the deletion of keys older than BOOKING_IDEM_TTL_MS. */
 void idem_expire_old(struct booking *b, int64_t now_ms);
+
+/* payclient.c: the payment service, its breaker, and the worker pool that
+ * makes the blocking calls (never an event-loop thread). */
+enum pay_result {
+    PAY_OK,       /* charged, refunded, or listed */
+    PAY_DECLINED, /* 402: nothing charged, a new attempt may succeed */
+    PAY_FAILED,   /* 502/504 stored by payment: nothing charged */
+    PAY_UNSENT,   /* breaker open or payment's 503: nothing was done */
+    PAY_UNKNOWN,  /* no answer (timeout, reset, 409 in flight): maybe */
+    PAY_REFUSED,  /* another 4xx: the request or the state is wrong */
+};
+
+struct pay_answer {
+    enum pay_result result;
+    int status;                  /* payment's HTTP status, 0 for none */
+    char id[BOOKING_PAY_ID_MAX]; /* charge or refund id */
+    char code[40];               /* decline code, or what failed */
+    int64_t amount;              /* of the charge found */
+    int retry_after_s;           /* with PAY_UNSENT and PAY_UNKNOWN */
+};
+
+/*
+ * Starts `workers` threads, each with its own read connection, taking jobs
+ * from a FIFO of at most queue_max.  NULL on failure (logged).
+ */
+struct booking_pay *booking_pay_start(struct booking *b, int workers,
+                                      int queue_max, int64_t breaker_open_ms);
+/* Runs the jobs still queued, then joins the workers. */
+void booking_pay_stop(struct booking_pay *p);
+/* Takes room for one job; false when the queue is full or stopping. */
+bool booking_pay_reserve(struct booking_pay *p);
+/* Queues fn(conn, arg) into room taken by booking_pay_reserve. */
+void booking_pay_queue(struct booking_pay *p,
+                       void (*fn)(struct store_conn *c, void *arg), void *arg);
+/* Whether the breaker lets calls through now; else *retry_after_s. */
+bool booking_pay_open(struct booking_pay *p, int *retry_after_s);
+/* Blocking calls (workers and the reconciler only). */
+void booking_pay_charge(struct booking_pay *p, const char *key,
+                        const char *reference, const char *customer,
+                        int64_t amount, const char *currency, const char *token,
+                        struct pay_answer *out);
+void booking_pay_refund(struct booking_pay *p, const char *key,
+                        const char *charge_id, int64_t amount,
+                        const char *reason, struct pay_answer *out);
+/* A succeeded charge of reference: PAY_OK with its id ("" when none; then
+ * code is "declined" or "failed" if such attempts were recorded). */
+void booking_pay_find_charge(struct booking_pay *p, const char *reference,
+                             struct pay_answer *out);
+
+/* checkout.c */
+void booking_handle_checkout(struct http_req *req, void *app);
+void booking_op_checkout(struct booking_thread *t, struct booking_op *op,
+                         struct show_inv *inv);
+
+/* What settling a charge came to (checkout worker and reconciler). */
+struct settle {
+    /* In. */
+    struct booking *b;
+    const char *intent_id;
+    const char *charge_id;
+    int64_t amount;
+    struct booking_op *op;   /* NULL from the reconciler: nothing to store */
+    struct store_conn *conn; /* the caller's read connection */
+    /* Out. */
+    char booking_id[BOOKING_ID_MAX];
+    char refund_id[BOOKING_REFUND_ID_MAX];
+    int64_t show_id;
+    char hold_id[INV_HOLD_ID_MAX];
+    char *response; /* the booking as answered (201), owned */
+};
+/*
+ * Turns the intent's hold into a booking, or when the hold is no longer
+ * live, records the charge's refund as due and sends it once.  ERR_OK
+ * with s->booking_id set, or ERR_CONFLICT with s->refund_id set, or a
+ * store error (the intent stays open; the reconciler retries).  Blocks.
+ */
+int booking_settle_charge(struct settle *s);
+/* Posts the seats of a new booking to the show's owner (memory: sold). */
+void booking_post_sold(struct booking *b, int64_t show_id, const char *hold_id);
+
+/* bookings.c */
+void booking_handle_get_booking(struct http_req *req, void *app);
+void booking_handle_list_bookings(struct http_req *req, void *app);
+void booking_handle_cancel_booking(struct http_req *req, void *app);
+void booking_op_cancel(struct booking_thread *t, struct booking_op *op,
+                       struct show_inv *inv);
+/* The booking as clients see it, read through c (new reference), or
+ * ERR_NOTFOUND / a store error. */
+int booking_render(struct store_conn *c, const char *id, json_t **out);
+/* The same as JSON text (malloc'd), or NULL. */
+char *booking_render_text(struct store_conn *c, const char *id);
+
+/* A cancellation's write (customer or show cancelled). */
+struct cancel_job {
+    struct store_write w;
+    struct booking *b;
+    struct booking_op *op; /* the customer's request, or NULL */
+    char booking_id[BOOKING_ID_MAX];
+    char refund_id[BOOKING_REFUND_ID_MAX];
+    const char *reason; /* "customer" or "show_cancelled" */
+    int fee_percent;
+    int64_t version; /* the booking's, or -1: not checked */
+    uint32_t seats[BOOKING_SEATS_PER_REQUEST_MAX]; /* none: all left */
+    size_t nseats;
+    int64_t now_ms;
+    /* Out. */
+    int64_t show_id, refund, fee;
+    uint32_t freed[BOOKING_SEATS_PER_REQUEST_MAX];
+    size_t nfreed;
+};
+int booking_cancel_apply(struct store_conn *c, void *arg);
+/* Frees seats in the owner's memory (after a cancellation). */
+void booking_post_freed(struct booking *b, int64_t show_id,
+                        const uint32_t *seats, size_t n);
+
+/* outbox.c: booking events, written with the change, relayed to the queue. */
+#define BOOKING_OUTBOX_BATCH_MAX      64   /* rows published per round */
+#define BOOKING_OUTBOX_POLL_MS        1000 /* a round at least this often */
+#define BOOKING_OUTBOX_KEEP_MS        (24LL * 3600 * 1000)
+#define BOOKING_OUTBOX_PURGE_MAX      256
+#define BOOKING_OUTBOX_PURGE_EVERY_MS (60 * 1000)
+#define BOOKING_OUTBOX_BODY_MAX       4096
+#define BOOKING_EVENT_ID_MAX          80
+#define BOOKING_NOTIFY_QUEUE          "notify.bookings"
+/* Inside a writer job: adds the event (body is an object, taken). */
+int booking_outbox_add(struct store_conn *c, const char *event_id,
+                       const char *topic, json_t *body, int64_t now_ms);
+/* Opens the queue, declares BOOKING_NOTIFY_QUEUE and starts the relay. */
+struct booking_relay *booking_relay_start(struct booking *b,
+                                          const struct mq_config *cfg);
+/* After a commit that added events (any thread; NULL does nothing). */
+void booking_relay_wake(struct booking_relay *r);
+void booking_relay_stop(struct booking_relay *r);
+
+/* reconcile.c: open intents, due refunds and cancelled shows. */
+struct booking_reconciler *booking_reconciler_start(struct booking *b);
+void booking_reconciler_wake(struct booking_reconciler *r);
+void booking_reconciler_stop(struct booking_reconciler *r);
+/*
+ * Sends one due refund (read through c, a read connection of the calling
+ * thread) and records what came of it; true when payment confirmed it.
+ * Blocks: workers and the reconciler only.
+ */
+bool booking_refund_send(struct booking *b, struct store_conn *c,
+                         const char *refund_id);
+/* The refund as a problem document shows it ({id, amount, ...}), or NULL. */
+json_t *booking_refund_json(struct store_conn *c, const char *refund_id);
 
 #endif

@@ -56,7 +56,8 @@ static void answer_op(struct http_req *req, void *arg)
         return;
     }
     if (op->status == 503) {
-        http_respond_unavailable(req, 1, op->detail);
+        http_respond_unavailable(
+            req, op->retry_after_s > 0 ? op->retry_after_s : 1, op->detail);
     } else if (op->status >= 400) {
         /* The body stays with the op: idem_end stores it for replays. */
         http_respond_problem_ext(req, op->status, op->slug, op->title,
@@ -68,7 +69,12 @@ static void answer_op(struct http_req *req, void *arg)
     } else {
         if (op->status == 201) {
             char location[64];
-            snprintf(location, sizeof(location), "/v1/holds/%s", op->hold_id);
+            if (op->kind == OP_CHECKOUT)
+                snprintf(location, sizeof(location), "/v1/bookings/%s",
+                         op->booking_id);
+            else
+                snprintf(location, sizeof(location), "/v1/holds/%s",
+                         op->hold_id);
             http_set_header(req, "Location", location);
         }
         http_respond_bytes(req, op->status, "application/json", op->response,
@@ -117,5 +123,7 @@ void booking_run_op(struct booking_thread *t, struct booking_op *op)
     case OP_HOLD: booking_op_hold(t, op, inv); break;
     case OP_RELEASE: booking_op_release(t, op, inv); break;
     case OP_EXTEND: booking_op_extend(t, op, inv); break;
+    case OP_CHECKOUT: booking_op_checkout(t, op, inv); break;
+    case OP_CANCEL: booking_op_cancel(t, op, inv); break;
     }
 }

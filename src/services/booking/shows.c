@@ -421,6 +421,7 @@ struct install {
     int64_t id, version, starts_at;
     int hold_seconds;
     bool cancelled, no_orphan;
+    int64_t cancel_minutes, cancel_fee;
     const char *currency;
     char *prices_text, *layout_text;
     uint32_t nseats;
@@ -428,11 +429,14 @@ struct install {
 
 static const char SQL_INSTALL_SHOW[] =
     "INSERT INTO shows (id, catalog_version, status, starts_at, hold_seconds,"
-    " currency, no_orphan, prices, layout) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " currency, no_orphan, prices, layout, cancel_until_minutes,"
+    " cancel_fee_percent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (id) DO UPDATE SET catalog_version = "
     "excluded.catalog_version,"
     " status = excluded.status, starts_at = excluded.starts_at,"
-    " hold_seconds = excluded.hold_seconds, no_orphan = excluded.no_orphan"
+    " hold_seconds = excluded.hold_seconds, no_orphan = excluded.no_orphan,"
+    " cancel_until_minutes = excluded.cancel_until_minutes,"
+    " cancel_fee_percent = excluded.cancel_fee_percent"
     " WHERE excluded.catalog_version >= shows.catalog_version";
 static const char SQL_INSTALL_SEAT[] =
     "INSERT OR IGNORE INTO seats (show_id, idx) VALUES (?, ?)";
@@ -454,6 +458,8 @@ static int install_apply(struct store_conn *c, void *arg)
     store_bind_int(st, 7, in->no_orphan);
     store_bind_text(st, 8, in->prices_text);
     store_bind_text(st, 9, in->layout_text);
+    store_bind_int(st, 10, in->cancel_minutes);
+    store_bind_int(st, 11, in->cancel_fee);
     rc = store_step(st);
     store_reset(st);
     for (uint32_t i = 0; rc >= 0 && i < in->nseats; i++) {
@@ -470,6 +476,29 @@ static int install_apply(struct store_conn *c, void *arg)
 static bool str_is(json_t *v, const char *s)
 {
     return json_is_string(v) && strcmp(json_string_value(v), s) == 0;
+}
+
+/*
+ * The show's cancellation policy; a catalog answer without one (or with a
+ * value out of range) gets the platform's defaults.
+ */
+#define BOOKING_CANCEL_MINUTES_DEFAULT 120
+#define BOOKING_CANCEL_MINUTES_MAX     10080
+#define BOOKING_CANCEL_FEE_DEFAULT     10
+static void show_cancel_policy(json_t *show, struct install *in)
+{
+    json_t *policy = json_object_get(show, "cancellation");
+    json_t *minutes = json_object_get(policy, "until_minutes_before");
+    json_t *fee = json_object_get(policy, "fee_percent");
+
+    in->cancel_minutes = BOOKING_CANCEL_MINUTES_DEFAULT;
+    in->cancel_fee = BOOKING_CANCEL_FEE_DEFAULT;
+    if (json_is_integer(minutes) && json_integer_value(minutes) >= 0 &&
+        json_integer_value(minutes) <= BOOKING_CANCEL_MINUTES_MAX)
+        in->cancel_minutes = json_integer_value(minutes);
+    if (json_is_integer(fee) && json_integer_value(fee) >= 0 &&
+        json_integer_value(fee) <= 100)
+        in->cancel_fee = json_integer_value(fee);
 }
 
 /* Parses the catalog's show, stores it, and builds its inventory. */
@@ -501,6 +530,7 @@ static enum fetch_outcome install_show(struct booking_fetcher *f, int64_t id,
         (int)json_integer_value(json_object_get(show, "hold_seconds"));
     in.cancelled = str_is(json_object_get(show, "status"), "cancelled");
     in.no_orphan = json_is_true(json_object_get(show, "no_orphan_seats"));
+    show_cancel_policy(show, &in);
     in.currency = json_string_value(json_object_get(show, "currency"));
     if (in.currency == NULL)
         in.currency = "";
@@ -510,6 +540,9 @@ static enum fetch_outcome install_show(struct booking_fetcher *f, int64_t id,
     enum fetch_outcome outcome = FETCH_FAILED;
     if (in.prices_text != NULL && in.layout_text != NULL &&
         store_write_sync(f->b->store, install_apply, &in) == ERR_OK) {
+        /* Its bookings are cancelled and refunded by the reconciler. */
+        if (in.cancelled)
+            booking_reconciler_wake(f->b->reconciler);
         *out = inv_from(id, in.version, in.cancelled, starts_at,
                         in.hold_seconds, in.currency, in.no_orphan, prices, m);
         if (*out != NULL &&
