@@ -82,6 +82,10 @@ struct http_server_config {
     /* The fault switch for resilience tests (http.faults): adds
      * PUT/GET /internal/v1/faults; see docs/internals/http.md. */
     bool faults;
+    /* http.gateway_secret: when set (non-empty), http_req_customer()
+     * trusts X-Customer-Id only from a request that carries it in
+     * X-Gateway-Secret; see docs/internals/http.md.  Not owned. */
+    const char *gateway_secret;
 };
 
 /*
@@ -133,6 +137,13 @@ struct http_server_config {
          0,                                                                      \
          0,                                                                      \
          "log one line per request at debug level"},                             \
+        {"http.gateway_secret",                                                  \
+         CONFIG_STRING,                                                          \
+         "",                                                                     \
+         0,                                                                      \
+         0,                                                                      \
+         "shared with the gateway: X-Customer-Id is trusted only with it in "    \
+         "X-Gateway-Secret; empty trusts the header as is"},                     \
     {                                                                            \
         "http.faults", CONFIG_BOOL, "false", 0, 0,                               \
             "offer PUT /internal/v1/faults to inject failures (tests only)"      \
@@ -144,7 +155,8 @@ void http_server_config_from(struct http_server_config *out,
 /*
  * Creates the server and binds its sockets (so a port clash fails here).
  * routes is copied.  GET /healthz and GET /readyz are added.  ERR_OK, or
- * ERR_INVALID (bad pattern, too many routes), ERR_SYS (bind failed).
+ * ERR_INVALID (bad pattern, too many routes), ERR_SYS (bind failed),
+ * ERR_CONFIG (a gateway_secret shorter than HTTP_GATEWAY_SECRET_MIN).
  */
 int http_server_create(const struct http_server_config *cfg,
                        const struct http_route *routes, size_t nroutes,
@@ -366,10 +378,25 @@ bool http_req_admin_ok(struct http_req *req, const char *token);
 /* Whether s is a customer id: 1..HTTP_CUSTOMER_MAX of [A-Za-z0-9._-]. */
 bool http_customer_ok(const char *s);
 
+/* The header that proves a request came through the gateway. */
+#define HTTP_GATEWAY_SECRET_HEADER "x-gateway-secret"
+/* The shortest http.gateway_secret a server accepts. */
+#define HTTP_GATEWAY_SECRET_MIN 16
+
+/*
+ * Whether secret is usable as a gateway_secret: NULL or empty (trust off),
+ * or at least HTTP_GATEWAY_SECRET_MIN bytes.  Logs the reason when not.
+ */
+bool http_gateway_secret_ok(const char *secret);
+
 /*
  * The customer the request acts for, from X-Customer-Id (the gateway sets
  * it for signed-in customers).  Returns it (valid until the request ends),
- * or NULL after answering 400 invalid-customer.  Every service reads the
+ * or NULL after answering.  When the server has a gateway_secret, the
+ * request must carry it in X-Gateway-Secret (compared in constant time),
+ * else 403 untrusted-customer; then the id must be well formed, else 400
+ * invalid-customer.  Without a secret the header is trusted as is (the
+ * services listen on loopback by default).  Every service reads the
  * customer through here, so how far the header is trusted is decided in
  * one place.
  */

@@ -48,6 +48,7 @@ void http_server_config_from(struct http_server_config *out,
     out->shutdown_timeout_ms = (int)config_int(cfg, "http.shutdown_timeout_ms");
     out->access_log = config_bool(cfg, "http.access_log");
     out->faults = config_bool(cfg, "http.faults");
+    out->gateway_secret = config_str(cfg, "http.gateway_secret");
 }
 
 /* --- requests ---------------------------------------------------------- */
@@ -812,6 +813,10 @@ int http_server_create(const struct http_server_config *cfg,
 
     if (s == NULL)
         return ERR_NOMEM;
+    if (!http_gateway_secret_ok(cfg->gateway_secret)) {
+        free(s);
+        return ERR_CONFIG;
+    }
     s->cfg = *cfg;
     pthread_mutex_init(&s->upstreams_lock, NULL);
     h2o_linklist_init_anchor(&s->upstreams);
