@@ -8,6 +8,7 @@
  * savepoint rolls back, the id stays unrecorded, and the consumer nacks
  * the message so it comes again.
  */
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -355,7 +356,13 @@ static int apply_cancelled(struct store_conn *c, struct notify_job *job)
 int notify_job_apply(struct store_conn *c, struct notify_job *job)
 {
     bool seen;
-    int rc = event_seen(c, job->ev.id, &seen);
+    int rc;
+
+    /* A parsed event: the parser bounds every list. */
+    assert(job->ev.nseats >= 1 && job->ev.nseats <= NOTIFY_SEATS_MAX);
+    assert(job->ev.type == NOTIFY_EV_CANCELLED ||
+           notify_ticket_id_ok(job->ticket_id));
+    rc = event_seen(c, job->ev.id, &seen);
 
     job->error[0] = '\0';
     if (rc != ERR_OK)

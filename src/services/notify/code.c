@@ -10,6 +10,7 @@
  */
 #include "services/notify/code.h"
 
+#include <assert.h>
 #include <ctype.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -85,6 +86,7 @@ static int sign_text(const struct notify_key *key, const char *text, size_t len,
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int mac_len = 0;
 
+    assert(key->len >= NOTIFY_KEY_MIN && key->len <= NOTIFY_KEY_MAX);
     if (HMAC(EVP_sha256(), key->bytes, (int)key->len,
              (const unsigned char *)text, len, mac, &mac_len) == NULL ||
         mac_len != SIG_BYTES)

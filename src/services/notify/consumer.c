@@ -13,6 +13,7 @@
  * The thread also refreshes the queue's depth gauges, since mq calls
  * block and no event-loop thread may make them.
  */
+#include <assert.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +88,7 @@ static void slot_done(void *arg, int rc)
     struct notify_consumer *c = s->c;
 
     pthread_mutex_lock(&c->lock);
+    assert(s->pending && c->pending > 0);
     s->rc = rc;
     s->pending = false;
     c->pending--;
@@ -122,6 +124,8 @@ static bool slot_prepare(struct notify_consumer *c, const struct mq_message *m,
 /* Submits the write of every parsable message of the batch. */
 static void start_batch(struct notify_consumer *c, const struct mq_batch *bt)
 {
+    /* mq_consume() never returns more than it was asked for. */
+    assert(bt->n <= NOTIFY_BATCH_MAX);
     for (size_t i = 0; i < bt->n; i++) {
         struct notify_slot *s = &c->slots[i];
         int rc;

@@ -8,6 +8,7 @@
  */
 #include "services/notify/qr_svg.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <qrencode.h>
 #include <stdarg.h>
@@ -38,8 +39,7 @@ static void buf_add(struct svg_buf *b, const char *fmt, ...)
     va_start(ap, fmt);
     n = vsnprintf(b->text + b->len, b->cap - b->len, fmt, ap);
     va_end(ap);
-    if (n < 0 || (size_t)n >= b->cap - b->len)
-        abort();
+    assert(n >= 0 && (size_t)n < b->cap - b->len);
     b->len += (size_t)n;
 }
 
