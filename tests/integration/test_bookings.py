@@ -216,6 +216,9 @@ class BookingsTest(CheckoutCase):
         self.assertEqual(b["refunded"], PRICE)
         wait_until("the live hold ended", lambda: self.get_hold(
             live_hold)["status"] == "released")
+        # Memory follows: the seat map shows every seat free again.
+        wait_until("the seats are free", lambda: self.seat_states(show)[
+            "A"][:3] == "FFF" and self.seat_states(show)["B"][0] == "F")
         # Each cancellation has its event, the show's with no fee.
         def events():
             return [json.loads(r[2]) for r in self.platform.events(

@@ -729,6 +729,27 @@ TEST(reserve_commit_end)
     inv_free(inv);
 }
 
+/*
+ * The checkout pin lives on the hold's slot: a slot that ends while
+ * pinned and is reused by a new hold must not pass the pin on, or the new
+ * hold could never be released.
+ */
+TEST(checkout_pin_ends_with_its_hold)
+{
+    struct show_inv *inv = show_of(block_rows);
+    uint32_t slot = hold(inv, "C2", "h1", "alice", T0, T0 + HOLD_MS);
+
+    inv_hold_at(inv, slot)->in_checkout = true;
+    /* A pinned hold still ends by its deadline (I5). */
+    CHECK_INT(state_of(inv, "C2", T0 + HOLD_MS), SEAT_FREE);
+    inv_end(inv, slot, SEAT_SOLD);
+    CHECK_INT(state_of(inv, "C2", T0 + HOLD_MS), SEAT_SOLD);
+    uint32_t again = hold(inv, "C4", "h2", "bob", T0, T0 + HOLD_MS);
+    CHECK_INT(again, slot);
+    CHECK(!inv_hold_at(inv, again)->in_checkout);
+    inv_free(inv);
+}
+
 TEST(release_and_abort_free_seats)
 {
     struct show_inv *inv = show_of(block_rows);
@@ -1647,8 +1668,9 @@ HARNESS_MAIN(
     T(expired_hold_ended_late_leaves_new_holder),
     T(sweep_ends_expired_committed_holds), T(sweep_respects_max),
     T(sweep_spares_seats_held_again), T(reserve_commit_end),
-    T(release_and_abort_free_seats), T(hold_of_no_seats_in_reused_slot),
-    T(find_hold), T(load_seats), T(load_hold), T(load_hold_refuses_taken_seats),
+    T(release_and_abort_free_seats), T(checkout_pin_ends_with_its_hold),
+    T(hold_of_no_seats_in_reused_slot), T(find_hold), T(load_seats),
+    T(load_hold), T(load_hold_refuses_taken_seats),
     T(version_grows_with_every_change), T(slots_reused_after_end),
     T(slots_grow_past_initial_capacity), T(check_closed), T(check_too_many),
     T(check_taken_lists_exactly_the_taken),

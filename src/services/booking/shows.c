@@ -608,6 +608,21 @@ static int fetch_rc(enum fetch_outcome outcome)
     return ERR_IO;
 }
 
+/*
+ * A show just cancelled: its live holds end in memory now (the reconciler
+ * ends them in the database, and its bookings with refunds).  A hold whose
+ * checkout is in flight is left to it: the charge is refunded, since a
+ * cancelled show's hold can no longer become a booking.
+ */
+static void end_live_holds(struct show_inv *inv)
+{
+    for (uint32_t slot = 1; slot <= inv->holds_cap; slot++) {
+        struct inv_hold *h = inv_hold_at(inv, slot);
+        if (h->in_use && !h->pending && !h->in_checkout)
+            inv_end(inv, slot, SEAT_FREE);
+    }
+}
+
 /* On the owner: installs or refreshes the show, then runs its waiters. */
 static void on_fetched(void *thread_data, void *arg)
 {
@@ -630,6 +645,8 @@ static void on_fetched(void *thread_data, void *arg)
                   (long long)r->show_id, e->inv->map->nseats);
     } else if (r->outcome == FETCH_OK) {
         /* Known already: take what the catalog may change. */
+        if (r->inv->cancelled && !e->inv->cancelled)
+            end_live_holds(e->inv);
         e->inv->cancelled = r->inv->cancelled;
         e->inv->catalog_version = r->inv->catalog_version;
         e->inv->starts_at = r->inv->starts_at;
