@@ -62,6 +62,14 @@ struct mqctl_args {
 
 static int misuse(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+static int usage(void)
+{
+    fprintf(stderr, "%s", usage_text);
+    config_print_help(mqctl_keys, sizeof(mqctl_keys) / sizeof(mqctl_keys[0]),
+                      2);
+    return EXIT_MISUSE;
+}
+
 static int misuse(const char *fmt, ...)
 {
     va_list ap;
@@ -70,10 +78,8 @@ static int misuse(const char *fmt, ...)
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\n\n%s", usage_text);
-    config_print_help(mqctl_keys, sizeof(mqctl_keys) / sizeof(mqctl_keys[0]),
-                      2);
-    return EXIT_MISUSE;
+    fprintf(stderr, "\n\n");
+    return usage();
 }
 
 static int failed(const char *what, int rc)
@@ -454,9 +460,12 @@ int mqctl_main(int argc, char **argv)
     struct mq *q;
     int status, rc;
 
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 ||
-        strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0)
+    if (argc < 2)
         return misuse("a command is needed");
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0 ||
+            (i == 1 && strcmp(argv[i], "help") == 0))
+            return usage(); /* asked for: like every role's --help */
     if (argc > MQCTL_ARGS_MAX)
         return misuse("more than %d words", MQCTL_ARGS_MAX);
     a.cmd = argv[1];

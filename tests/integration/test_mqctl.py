@@ -104,6 +104,9 @@ class MqctlTest(unittest.TestCase):
         err = self.misuse(path=False, says="a command is needed")
         self.assertIn("usage: marquee mq COMMAND", err)
         self.assertIn("mq.path", err)
+        code, out, err = self.mq("publish", "--help")
+        self.assertEqual((code, out), (2, ""))
+        self.assertTrue(err.startswith("usage: marquee mq COMMAND"), err)
         self.misuse("vacuum", says='unknown command "vacuum"')
         self.misuse("publish", "--id=1", "--body=x",
                     says="publish needs --topic and --id")
