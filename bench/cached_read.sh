@@ -259,7 +259,8 @@ append_results() {
 
 ## $stamp: cached read, gateway cache vs nginx static file, GET $path
 
-- command: \`bench/cached_read.sh\`
+- command: \`BENCH_ROUNDS=$rounds BENCH_DURATION=$duration \
+bench/cached_read.sh\`
 - load: \`wrk -t1 -c$connections -d$duration --latency\` after a $warmup
   warm-up; $rounds rounds of each in turn, each row the round with the
   median requests/s

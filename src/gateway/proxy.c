@@ -1038,7 +1038,7 @@ void gw_proxy(struct http_req *req, struct gateway *gw,
     bool cached =
         gw->cache_on && r->cache && strcmp(http_req_method(req), "GET") == 0;
     bool auth = http_req_header(req, "authorization") != NULL;
-    enum gw_shed_class cls = shed_class(req, r);
+    enum gw_shed_class cls;
     char ckey[GW_CACHE_KEY_MAX + 1];
     struct gw_call *c;
     int rc;
@@ -1050,6 +1050,7 @@ void gw_proxy(struct http_req *req, struct gateway *gw,
     /* A hit costs no upstream work: it is served even past the bounds. */
     if (cached && cache_answer(req, gw, r, ckey, clen, auth, key, key_len))
         return;
+    cls = shed_class(req, r);
     if (!gw_shed_enter2(&gw->shed,
                         r->max_in_flight > 0 ? &gw->route_shed[ri] : NULL,
                         cls)) {
