@@ -282,16 +282,17 @@ static int serve(struct booking *b, const struct config *cfg)
         return ERR_SYS;
     }
     if ((rc = start_consumer(b, cfg)) != ERR_OK) {
-        stop_money(b);
         booking_fetcher_stop(b->fetcher);
+        stop_money(b);
         http_server_free(b->server);
         return rc;
     }
     rc = http_server_run(b->server);
-    /* The consumer waits for the refreshes it asked the fetcher for. */
+    /* The consumer waits for the refreshes it asked the fetcher for, and
+     * the fetcher may wake the reconciler: stopped in that order. */
     booking_consumer_stop(b->consumer);
-    stop_money(b);
     booking_fetcher_stop(b->fetcher);
+    stop_money(b);
     idem_flush(b); /* answers given in the last moments */
     http_server_free(b->server);
     return rc;

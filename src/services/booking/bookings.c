@@ -420,8 +420,8 @@ void booking_handle_cancel_booking(struct http_req *req, void *app)
         http_respond_unavailable(req, 1, "out of memory");
         return;
     }
-    if ((customer = http_req_customer(req)) == NULL ||
-        !booking_param(req, &id, &op->show_id))
+    if (!booking_param(req, &id, &op->show_id) ||
+        (customer = http_req_customer(req)) == NULL)
         goto out_free_op;
     snprintf(op->customer, sizeof(op->customer), "%s", customer);
     snprintf(op->booking_id, sizeof(op->booking_id), "%s", id);
@@ -505,10 +505,10 @@ static void on_cancel_written(void *thread_data, void *arg)
                 inv_load_seat(inv, j->freed[i], SEAT_FREE);
         op->status = 200;
         metrics_inc(t->b->metrics.cancellations_customer);
-        log_info("booking",
-                 "booking_cancelled id=%s seats=%zu refund=%" PRId64
-                 " fee=%" PRId64 " reason=customer",
-                 op->booking_id, j->nfreed, j->refund, j->fee);
+        log_debug("booking",
+                  "booking_cancelled id=%s seats=%zu refund=%" PRId64
+                  " fee=%" PRId64 " reason=customer",
+                  op->booking_id, j->nfreed, j->refund, j->fee);
         booking_reconciler_wake(t->b->reconciler);
         booking_relay_wake(t->b->relay);
     } else {

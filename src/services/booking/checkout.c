@@ -599,9 +599,9 @@ static void on_checkout_settled(void *thread_data, void *arg)
         booking_read_show_state(t->conn, inv, op->seats, op->nseats);
     }
     metrics_inc(t->b->metrics.checkouts[op->outcome]);
-    log_info("booking", "checkout hold=%s outcome=%s status=%d%s%s",
-             op->hold_id, OUTCOME_NAMES[op->outcome], op->status,
-             op->booking_id[0] ? " booking=" : "", op->booking_id);
+    log_debug("booking", "checkout hold=%s outcome=%s status=%d%s%s",
+              op->hold_id, OUTCOME_NAMES[op->outcome], op->status,
+              op->booking_id[0] ? " booking=" : "", op->booking_id);
     http_server_release(t->b->server);
     booking_op_finish(op);
 }
