@@ -544,6 +544,11 @@ void gw_cache_lookup(struct gw_cache *c, const char *key, size_t len,
     }
 }
 
+int64_t gw_cache_age_s(const struct gw_cache_entry *e, int64_t now_ms)
+{
+    return age_ms(e, now_ms) / 1000;
+}
+
 bool gw_cache_usable_on_error(const struct gw_cache_entry *e, int64_t now_ms)
 {
     return e != NULL &&

@@ -188,6 +188,9 @@ void gw_cache_lookup(struct gw_cache *c, const char *key, size_t len,
                      int64_t now_ms, bool auth, void *waiter,
                      struct gw_cache_look *out);
 
+/* An entry's Age at now_ms, in whole seconds (the owner's lock held). */
+int64_t gw_cache_age_s(const struct gw_cache_entry *e, int64_t now_ms);
+
 /* Whether entry may be served for a failed fill at now_ms
  * (stale-if-error). */
 bool gw_cache_usable_on_error(const struct gw_cache_entry *e, int64_t now_ms);

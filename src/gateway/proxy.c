@@ -403,8 +403,7 @@ static void answer(struct http_req *req, void *arg)
     call_free(c);
 }
 
-/* --- the cache's side of an ending call ------------------------------------
- */
+/* --- the cache's side of an ending call --------------------------------- */
 
 static struct gw_cache_shard *shard_of(struct gateway *gw, const char *key,
                                        size_t len)
@@ -428,7 +427,7 @@ static void waiter_go(void *thread_data, void *arg)
  * thread; each waiter is answered or resumed on its own.
  */
 static void waiters_release(struct gateway *gw, void **waiters, size_t n,
-                            struct gw_cache_entry *serve,
+                            struct gw_cache_entry *serve, int64_t age_s,
                             const char *cache_status)
 {
     for (size_t k = 0; k < n; k++) {
@@ -437,6 +436,7 @@ static void waiters_release(struct gateway *gw, void **waiters, size_t n,
         if (serve != NULL) {
             gw_cache_entry_retain(serve);
             w->serve = serve;
+            w->serve_age_s = age_s;
             w->cache_status = cache_status;
             http_async_post(w->async, answer, w);
             continue;
@@ -509,6 +509,7 @@ static void cache_end(struct gw_call *c)
 
     pthread_mutex_lock(&c->shard->lock);
     bool use_stale = failed && gw_cache_usable_on_error(c->stale, now);
+    int64_t stale_age_s = use_stale ? gw_cache_age_s(c->stale, now) : 0;
     n = gw_cache_fill_done(c->shard->cache, c->fill, keep, &pol, now, waiters);
     pthread_mutex_unlock(&c->shard->lock);
     c->fill = NULL;
@@ -516,13 +517,14 @@ static void cache_end(struct gw_call *c)
     if (use_stale) {
         c->serve = c->stale;
         c->stale = NULL;
+        c->serve_age_s = stale_age_s;
         c->cache_status = CS_SIE;
         metrics_add(c->gw->m_cache[GW_CR_STALE], 1 + n);
     } else if (keep != NULL) {
         c->serve = keep; /* the call's reference */
         keep = NULL;
     }
-    waiters_release(c->gw, waiters, n, c->serve,
+    waiters_release(c->gw, waiters, n, c->serve, c->serve_age_s,
                     c->serve == NULL ? CS_MISS
                     : use_stale      ? CS_SIE
                                      : CS_COALESCED);
@@ -777,7 +779,8 @@ static const char *limit_key(struct http_req *req, enum gw_limit_key kind)
         v = http_req_header(req, "x-customer-id");
     else if (kind == GW_LIMIT_BY_API_KEY)
         v = http_req_header(req, "x-api-key");
-    if (v != NULL && v[0] != '\0' && strlen(v) < GW_LIMIT_KEY_MAX)
+    /* Longer values are cut to GW_LIMIT_KEY_MAX - 1 bytes by the limiter. */
+    if (v != NULL && v[0] != '\0')
         return v;
     return http_req_peer(req);
 }
@@ -921,7 +924,7 @@ refresh_make(struct http_req *req, struct gateway *gw, const struct gw_route *r,
     n = gw_cache_fill_done(shard->cache, fill, NULL, NULL, gw_now_ms(),
                            waiters);
     pthread_mutex_unlock(&shard->lock);
-    waiters_release(gw, waiters, n, NULL, NULL);
+    waiters_release(gw, waiters, n, NULL, 0, NULL);
     gw_cache_entry_release(stale);
     return NULL;
 }
@@ -1011,7 +1014,7 @@ static void cache_miss(struct gw_call *c, const char *ckey, size_t clen,
             n = gw_cache_fill_done(c->shard->cache, look.fill, NULL, NULL,
                                    gw_now_ms(), waiters);
             pthread_mutex_unlock(&c->shard->lock);
-            waiters_release(c->gw, waiters, n, NULL, NULL);
+            waiters_release(c->gw, waiters, n, NULL, 0, NULL);
         }
         http_async_post(c->async, answer, c);
         return;

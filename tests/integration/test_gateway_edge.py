@@ -275,6 +275,7 @@ class GatewayEdgeTest(unittest.TestCase):
         self.assertEqual(s, 200)
         self.assertEqual(h["cache-status"],
                          "marquee; hit; detail=stale-if-error")
+        self.assertGreaterEqual(int(h["age"]), 1)
         self.assertEqual(got, body)
         # A key never cached has nothing to fall back on.
         s, _, _ = gw.request("GET", "/v1/shows/4")
