@@ -9,6 +9,10 @@ end in the dead letters; the ticket, its QR code (checked module by module
 against libqrencode's own matrix, loaded with ctypes) and the door check;
 and a precise problem for every bad request.  Lease and retry times are
 cut short through config keys so the suite takes a minute or two.
+
+NotifyWithBookingTest runs the whole path with the real booking service:
+catalog, payment, booking and notify on one queue file; a checkout makes
+a ticket, and cancellations through booking's API cancel its seats.
 """
 
 import base64
@@ -27,6 +31,7 @@ import unittest
 import xml.etree.ElementTree as ET
 
 from support import SANITIZER_ENV, ApiSchema, Service, free_port, marquee_bin
+from test_checkout import CheckoutCase, Platform, key
 from test_logs import LINE_RE, log_lines
 
 KEY = "integration-test-ticket-key-0123456789abcdef"
@@ -539,6 +544,29 @@ class NotifyTest(unittest.TestCase):
                             "mq.path": os.path.join(self.tmp, "q2.db")})
         self.problem(admin("?customer=owner", on=off), 403, "admin-disabled")
 
+    def test_customer_is_believed_only_from_the_gateway(self):
+        secret = "gateway-secret-for-notify-tests"
+        svc = self.start(**{"http.gateway_secret": secret})
+        self.publish(confirmed("g-1", "85-b1"))
+        vouched = {"X-Customer-Id": "cust-1", "X-Gateway-Secret": secret}
+        wait_until("the ticket", lambda: svc.request(
+            "GET", "/v1/tickets/85-b1", headers=vouched)[0] == 200)
+        for path in ("/v1/tickets/85-b1", "/v1/tickets/85-b1/qr.svg"):
+            for headers in ({"X-Customer-Id": "cust-1"},
+                            {"X-Customer-Id": "cust-1",
+                             "X-Gateway-Secret": secret[:-1] + "X"}):
+                got = svc.request("GET", path, headers=headers)
+                self.check("GET", path, *got)
+                self.problem(got, 403, "untrusted-customer")
+            got = svc.request("GET", path, headers=vouched)
+            self.check("GET", path, *got)
+            self.assertEqual(got[0], 200)
+        # The door check names no customer: no secret needed.
+        _, _, t = svc.json("GET", "/v1/tickets/85-b1", headers=vouched)
+        got = svc.request("POST", "/v1/tickets/verify",
+                          body={"code": t["code"]})
+        self.assertEqual(got[0], 200)
+
     def test_ticket_key_is_checked_at_start(self):
         env = dict(os.environ)
         for k, v in SANITIZER_ENV.items():
@@ -556,6 +584,88 @@ class NotifyTest(unittest.TestCase):
         # The documented demo key starts, and says so.
         demo = self.start(**{"notify.ticket_key": "demo"})
         self.assertIn("warn notify: demo_ticket_key", demo.log())
+
+
+class NotifyWithBookingTest(CheckoutCase):
+    """Booking's own events, from its outbox, make the tickets."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.platform = Platform()
+        try:
+            cls.notify = Service("notify", flags={
+                "mq.path": cls.platform.queue, "notify.ticket_key": KEY,
+                "notify.admin_token": TOKEN, "notify.retry_ms": "100",
+                "http.threads": "2"})
+        except BaseException:
+            cls.platform.close(check=False)
+            raise
+        # Stopped first, closed with the rest.
+        cls.platform.services.append(cls.notify)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.platform.close()
+
+    def setUp(self):
+        self.platform.dials()
+
+    def ticket(self, booking_id, where):
+        def got():
+            status, _, body = self.notify.json(
+                "GET", f"/v1/tickets/{booking_id}",
+                headers={"X-Customer-Id": "cust-1"})
+            return body if status == 200 and where(body) else None
+        return wait_until(f"the ticket of {booking_id}", got)
+
+    def cancel(self, booking, body=None):
+        return self.call("POST", f"/v1/bookings/{booking['id']}/cancel",
+                         body, {"X-Customer-Id": "cust-1",
+                                "Idempotency-Key": key()}, 200)[1]
+
+    def verify(self, code):
+        return self.notify.request("POST", "/v1/tickets/verify",
+                                   body={"code": code})
+
+    def test_checkout_ticket_door_and_cancellations(self):
+        show = self.platform.new_show(cancellation={
+            "until_minutes_before": 60, "fee_percent": 10})
+        hold = self.hold(show, ["A1", "A2"])
+        _, booking = self.checkout(hold, expect=201)
+
+        ticket = self.ticket(booking["id"], lambda t: True)
+        self.assertEqual(ticket["show_id"], show["id"])
+        self.assertEqual(ticket["total"], booking["total"])
+        self.assertEqual(ticket["seats"], [{"seat": "A1", "state": "valid"},
+                                           {"seat": "A2", "state": "valid"}])
+        self.assertEqual(self.verify(ticket["code"])[0], 200)
+
+        self.cancel(booking, {"seats": ["A2"]})
+        t = self.ticket(booking["id"],
+                        lambda t: t["seats"][1]["state"] == "cancelled")
+        self.assertEqual((t["status"], t["seats"][0]["state"]),
+                         ("valid", "valid"))
+        self.cancel(booking)
+        t = self.ticket(booking["id"], lambda t: t["status"] == "cancelled")
+        self.assertEqual(self.verify(ticket["code"])[0], 409)
+
+        status, _, page = self.notify.json(
+            "GET", "/admin/deliveries?customer=cust-1", headers=ADMIN)
+        mine = [d for d in page["deliveries"]
+                if d["booking_id"] == booking["id"]]
+        self.assertEqual([d["kind"] for d in mine],
+                         ["tickets", "cancellation", "cancellation"])
+        self.assertIn("Refund INR 225.00 (cancellation fee INR 25.00). "
+                      "Your ticket stays valid for seats A1.",
+                      mine[1]["message"])
+        self.assertIn("Your ticket is cancelled.", mine[2]["message"])
+        # Booking's event ids are the dedupe keys notify recorded.
+        with sqlite3.connect(self.notify.db_path) as db:
+            ids = [r[0] for r in db.execute(
+                "SELECT id FROM events WHERE booking_id = ? "
+                "ORDER BY processed_at, id", (booking["id"],))]
+        self.assertEqual(ids[0], f"booking.confirmed.{booking['id']}")
+        self.assertEqual(len(ids), 3)
 
 
 if __name__ == "__main__":
