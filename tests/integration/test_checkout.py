@@ -12,6 +12,7 @@ Every money claim is checked in payment's own database as well.
 import datetime
 import os
 import shutil
+import signal
 import sqlite3
 import tempfile
 import threading
@@ -388,6 +389,74 @@ class CheckoutTest(CheckoutCase):
                                 (hold["id"],))
         self.assertEqual(state, [("confirmed",)])
         self.assertEqual(self.seat_states(show)["B"][2:4], "SS")
+
+    def test_timeout_then_the_same_key_books_once(self):
+        show = self.platform.new_show()
+        hold = self.hold(show, ["B7"])
+        k = key()
+        payment = self.platform.payment
+        payment.proc.send_signal(signal.SIGSTOP)
+        try:
+            # No answer within booking.payment_timeout_ms: maybe charged.
+            got, _ = self.checkout(hold, k, expect=503)
+            self.assertIn("retry-after", got)
+            self.assertEqual(self.booking_db(
+                "SELECT state FROM intents WHERE hold_id = ?",
+                (hold["id"],)), [("pending",)])
+            # Another attempt must wait for this one to be settled.
+            self.checkout(hold, key(), expect=409,
+                          ptype="checkout-in-progress")
+        finally:
+            payment.proc.send_signal(signal.SIGCONT)
+        # The same key repeats the same payment attempt: one charge.
+        booking = wait_until("the same key books", lambda: (
+            lambda r: r[1] if r[1].get("status") == "confirmed" else None)(
+                self.checkout(hold, k)))
+        charges = self.platform.charges_of(hold["id"])
+        self.assertEqual([(c[0], c[1]) for c in charges],
+                         [(booking["charge_id"], "succeeded")])
+
+    def test_full_payment_queue_answers_503(self):
+        flags = {"booking.catalog_url": self.platform.catalog.url,
+                 "booking.payment_url": self.platform.payment.url,
+                 "booking.payment_workers": "1",
+                 "booking.checkout_queue_max": "1",
+                 "booking.payment_timeout_ms": "2500",
+                 "booking.reconcile_after_ms": "3500"}
+        show = self.platform.new_show()
+        self.platform.dials(latency_ms=700)
+        with Service("booking", flags=flags) as small:
+            holds = [self.call("POST", f"/v1/shows/{show['id']}/holds",
+                               {"seats": [f"A{i}"]},
+                               {"X-Customer-Id": "cust-1",
+                                "Idempotency-Key": key()}, 201, svc=small)[1]
+                     for i in (1, 2, 3, 4)]
+            results = [None] * len(holds)
+
+            def pay(i):
+                results[i] = small.request(
+                    "POST", f"/v1/holds/{holds[i]['id']}/checkout",
+                    {"payment": {"token": "tok_visa"}},
+                    {"X-Customer-Id": "cust-1", "Idempotency-Key": key()})
+            threads = [threading.Thread(target=pay, args=(i,))
+                       for i in range(len(holds))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            statuses = sorted(r[0] for r in results)
+            # One worker and one queued: the others are refused at once.
+            self.assertIn(503, statuses, results)
+            self.assertIn(201, statuses, results)
+            for h, r in zip(holds, results):
+                charged = [c for c in self.platform.charges_of(h["id"])
+                           if c[1] == "succeeded"]
+                self.assertEqual(len(charged), 1 if r[0] == 201 else 0, r)
+                if r[0] == 503:
+                    self.assertIn("retry-after", r[1])
+                    self.assertEqual(self.call(
+                        "GET", f"/v1/holds/{h['id']}", expect=200,
+                        svc=small)[1]["status"], "active")
 
     def test_bad_requests(self):
         show = self.platform.new_show()
