@@ -277,6 +277,13 @@ class CheckoutTest(CheckoutCase):
         self.assertEqual(event["total"], 2 * PRICE)
         self.assertEqual(event["currency"], "INR")
         self.assertIsInstance(event["occurred_at"], int)
+        # Counted, and nothing left unsent once the relay ran.
+        metrics = self.booking.request("GET", "/metrics")[2].decode()
+        self.assertRegex(metrics, r'marquee_booking_checkouts_total'
+                         r'\{outcome="confirmed"\} [1-9]')
+        wait_until("the outbox drained", lambda: "marquee_booking_outbox_"
+                   "unsent 0" in self.booking.request(
+                       "GET", "/metrics")[2].decode())
         # Sold seats are not for holding.
         self.call("POST", f"/v1/shows/{show['id']}/holds", {"seats": ["A2"]},
                   {"X-Customer-Id": "cust-2", "Idempotency-Key": key()},
