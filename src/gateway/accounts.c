@@ -743,8 +743,8 @@ int gw_accounts_signup(struct gw_accounts *a, const char *email,
     sodium_memzero(hash, sizeof(hash));
     if (rc == ERR_OK) {
         *id = j.id;
-        log_info("accounts", "account_created id=%" PRId64 " role=%s", j.id,
-                 gw_role_name(role));
+        log_debug("accounts", "account_created id=%" PRId64 " role=%s", j.id,
+                  gw_role_name(role));
     }
     return rc;
 }
