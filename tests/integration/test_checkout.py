@@ -423,6 +423,28 @@ class CheckoutTest(CheckoutCase):
         self.assertEqual([(c[0], c[1]) for c in charges],
                          [(booking["charge_id"], "succeeded")])
 
+    def test_attempt_payment_never_saw_is_abandoned(self):
+        show = self.platform.new_show()
+        hold = self.hold(show, ["B8"])
+        payment = self.platform.payment
+        payment.proc.send_signal(signal.SIGSTOP)
+        try:
+            self.checkout(hold, expect=503)
+        finally:
+            # Killed before it read the request: nothing was charged.
+            payment.kill()
+        payment.start()
+        wait_until("the reconciler abandons the attempt", lambda:
+                   self.booking_db(
+                       "SELECT 1 FROM intents WHERE hold_id = ? AND "
+                       "state = 'abandoned'", (hold["id"],)))
+        self.assertEqual(self.platform.charges_of(hold["id"]), [])
+        # The hold is free to be paid for with a new attempt.
+        wait_until("a new attempt books", lambda: self.checkout(hold)[1].get(
+            "status") == "confirmed")
+        self.assertEqual([c[1] for c in self.platform.charges_of(
+            hold["id"])], ["succeeded"])
+
     def test_full_payment_queue_answers_503(self):
         flags = {"booking.catalog_url": self.platform.catalog.url,
                  "booking.payment_url": self.platform.payment.url,
