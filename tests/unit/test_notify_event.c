@@ -184,6 +184,16 @@ TEST(messages)
                    "because the show is cancelled. Refund INR 0.05. Your "
                    "ticket is cancelled.");
 
+    /* Each currency with its own decimals (ISO 4217). */
+    snprintf(ev.currency, sizeof(ev.currency), "JPY");
+    ev.refund = 1500;
+    notify_message_cancelled(&ev, NULL, 0, out, sizeof(out));
+    CHECK(strstr(out, "Refund JPY 1500. ") != NULL);
+    snprintf(ev.currency, sizeof(ev.currency), "KWD");
+    ev.refund = 1505;
+    notify_message_cancelled(&ev, NULL, 0, out, sizeof(out));
+    CHECK(strstr(out, "Refund KWD 1.505. ") != NULL);
+
     /* A short buffer cuts the message, and it stays a string. */
     notify_message_cancelled(&ev, NULL, 0, out, 12);
     CHECK_STR(out, "Seats A2 of");

@@ -293,11 +293,34 @@ static void text_seats(struct text *t, const char *const *seats, size_t n)
         text_add(t, "%s%s", i > 0 ? ", " : "", seats[i]);
 }
 
-/* Money in minor units with two decimals: INR 500.00. */
+/*
+ * Digits after the decimal point of a currency's minor unit (ISO 4217):
+ * two but for these.  A currency missing here is printed with two.
+ */
+static int minor_digits(const char *currency)
+{
+    static const char none[] = "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX "
+                               "UYI VND VUV XAF XOF XPF";
+    static const char three[] = "BHD IQD JOD KWD LYD OMR TND";
+
+    if (strstr(none, currency) != NULL)
+        return 0;
+    if (strstr(three, currency) != NULL)
+        return 3;
+    return 2;
+}
+
+/* Money in minor units with its currency's decimals: INR 500.00. */
 static void text_money(struct text *t, const char *currency, int64_t minor)
 {
-    text_add(t, "%s %" PRId64 ".%02" PRId64, currency, minor / 100,
-             minor % 100);
+    int digits = minor_digits(currency);
+    int64_t unit = digits == 0 ? 1 : digits == 3 ? 1000 : 100;
+
+    if (digits == 0)
+        text_add(t, "%s %" PRId64, currency, minor);
+    else
+        text_add(t, "%s %" PRId64 ".%0*" PRId64, currency, minor / unit, digits,
+                 minor % unit);
 }
 
 static void seat_list(const struct notify_event *ev, const char **out)
