@@ -25,6 +25,7 @@
 static const struct config_key gw_keys[] = {
     HTTP_CONFIG_KEYS(8080),
     PROGRAM_LOG_KEY,
+    GW_EDGE_CONFIG_KEYS,
     {"gateway.routes", CONFIG_STRING, "deploy/gateway/routes.json", 0, 0,
      "the routes file: pools and routes (JSON)"},
     {"gateway.registry", CONFIG_STRING, "", 0, 0,
@@ -116,14 +117,59 @@ static bool path_under(const char *path, const char *dir)
            (strncmp(path, dir, n - 1) == 0 && path[n - 1] == '\0');
 }
 
+/* The show of a hold's creation (POST /v1/shows/{id}/holds), or 0. */
+static int64_t hold_show_id(const char *method, const char *path)
+{
+    const char *p = path + strlen("/v1/shows/");
+    int64_t id = 0;
+
+    if (strcmp(method, "POST") != 0 || strncmp(path, "/v1/shows/", 10) != 0)
+        return 0;
+    for (; *p >= '0' && *p <= '9' && id < INT64_MAX / 10 - 1; p++)
+        id = id * 10 + (*p - '0');
+    return strcmp(p, "/holds") == 0 || strcmp(p, "/holds/") == 0 ? id : 0;
+}
+
+/*
+ * Who the request comes from, and whether that caller may make it: a
+ * partner within its scopes, an admin for /v1/admin/, a pass of the
+ * waiting room for a hold on a hot show.  false after answering.
+ */
+static bool caller_ok(struct http_req *req, struct gateway *gw,
+                      const char *path, struct gw_ident *id)
+{
+    int64_t show;
+
+    if (!gw_edge_identify(gw->edge, req, id) || !gw_edge_scope_ok(req, id))
+        return false;
+    if (path_under(path, "/v1/admin/") && id->kind != GW_IDENT_ADMIN) {
+        if (id->kind == GW_IDENT_ANONYMOUS) {
+            http_set_header(req, "WWW-Authenticate",
+                            "Bearer realm=\"marquee\"");
+            http_respond_problem(req, 401, "unauthorized", "Unauthorized",
+                                 "%s needs an administrator's token", path);
+        } else {
+            http_respond_problem(req, 403, "insufficient-scope", "Forbidden",
+                                 "%s is for administrators only", path);
+        }
+        return false;
+    }
+    show = hold_show_id(http_req_method(req), path);
+    return show == 0 || gw_edge_pass_ok(gw->edge, req, show);
+}
+
 static void gw_handle(struct http_req *req, void *app)
 {
     struct gateway *gw = app;
     const char *path = http_req_path(req);
     const struct gw_route *r;
+    struct gw_ident id;
     const char *key;
     size_t key_len;
 
+    /* Accounts, sessions, API keys and waiting rooms are the gateway's. */
+    if (gw_edge_dispatch(req, gw->edge))
+        return;
     /* Service-to-service routes never leave the private network, and
      * /admin/ is the gateway's own, whatever a "/" prefix route says. */
     if (path_under(path, "/internal/") || path_under(path, "/admin/")) {
@@ -133,7 +179,8 @@ static void gw_handle(struct http_req *req, void *app)
     }
     r = gw_route_find(gw->spec, path, &key, &key_len);
     if (r != NULL) {
-        gw_proxy(req, gw, r, key, key_len);
+        if (caller_ok(req, gw, path, &id))
+            gw_proxy(req, gw, r, key, key_len, &id);
         return;
     }
     if (strcmp(http_req_method(req), "GET") == 0 && !path_under(path, "/v1/")) {
@@ -178,7 +225,7 @@ static void gw_tick(void *app, void *data, int index)
     for (size_t k = 0; k < gw->npools; k++)
         gw_pool_tick(&gw->pools[k], now);
     gw_registry_tick(gw, now);
-    gw_edge_tick(gw);
+    gw_traffic_tick(gw);
 }
 
 /* A ratio key: a decimal in [lo, hi]; ERR_CONFIG with a message if not. */
@@ -248,6 +295,7 @@ static int read_keys(struct gateway *gw, const struct config *cfg)
     gw->debug_headers = config_bool(cfg, "gateway.debug_headers");
     gw->admin_token = config_str(cfg, "gateway.admin_token");
     gw->registry_path = config_str(cfg, "gateway.registry");
+    gw->gateway_secret = config_str(cfg, "http.gateway_secret");
     gw->cache_bytes = (size_t)config_int(cfg, "gateway.cache.max_bytes");
     gw->cache_entry_bytes =
         (size_t)config_int(cfg, "gateway.cache.max_entry_bytes");
@@ -459,8 +507,9 @@ static int cache_start(struct gateway *gw)
     return ERR_OK;
 }
 
-int gw_edge_start(struct gateway *gw, const int shed_percent[GW_SHED_CLASSES],
-                  int64_t max_in_flight)
+int gw_traffic_start(struct gateway *gw,
+                     const int shed_percent[GW_SHED_CLASSES],
+                     int64_t max_in_flight)
 {
     int rc = limits_start(gw);
 
@@ -473,7 +522,7 @@ int gw_edge_start(struct gateway *gw, const int shed_percent[GW_SHED_CLASSES],
     return rc;
 }
 
-void gw_edge_free(struct gateway *gw)
+void gw_traffic_free(struct gateway *gw)
 {
     for (size_t k = 0; k < GW_LIMITS_MAX; k++) {
         if (gw->limits[k].limiter == NULL)
@@ -489,7 +538,7 @@ void gw_edge_free(struct gateway *gw)
     }
 }
 
-void gw_edge_tick(struct gateway *gw)
+void gw_traffic_tick(struct gateway *gw)
 {
     struct gw_cache_stats st, all = {0};
     uint64_t evictions = 0;
@@ -567,11 +616,13 @@ int gateway_main(int argc, char **argv)
         int percent[GW_SHED_CLASSES] = {
             (int)config_int(&cfg, "gateway.shed.anonymous_percent"),
             (int)config_int(&cfg, "gateway.shed.signed_percent"), 100};
-        rc = gw_edge_start(gw, percent,
-                           config_int(&cfg, "gateway.max_in_flight"));
+        rc = gw_traffic_start(gw, percent,
+                              config_int(&cfg, "gateway.max_in_flight"));
         if (rc != ERR_OK)
-            goto out_edge;
+            goto out_traffic;
     }
+    if (gw_edge_open(&cfg, &gw->edge) != ERR_OK)
+        goto out_traffic;
 
     http_server_config_from(&hc, &cfg, "gateway");
     hc.app = gw;
@@ -582,7 +633,7 @@ int gateway_main(int argc, char **argv)
     rc = http_server_create(&hc, routes, build_routes(routes, patterns),
                             &gw->server);
     if (rc != ERR_OK)
-        goto out_edge;
+        goto out_accounts;
     if (pools_start(gw) != ERR_OK)
         goto out_pools;
     log_info("gateway", "started pools=%zu routes=%zu registry=\"%s\"",
@@ -596,9 +647,14 @@ out_pools:
     /* The pools' upstreams go before the server they belong to. */
     for (size_t k = 0; k < gw->npools; k++)
         gw_pool_free(&gw->pools[k]);
+    /* Its workers answer through the server: they stop first. */
+    gw_edge_close(gw->edge);
+    gw->edge = NULL;
     http_server_free(gw->server);
-out_edge:
-    gw_edge_free(gw);
+out_accounts:
+    gw_edge_close(gw->edge);
+out_traffic:
+    gw_traffic_free(gw);
 out_gateway:
     free(gw->spec);
     free(gw);

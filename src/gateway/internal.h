@@ -24,6 +24,7 @@
 #include "gateway/balance.h"
 #include "gateway/breaker.h"
 #include "gateway/cache.h"
+#include "gateway/edge.h"
 #include "gateway/health.h"
 #include "gateway/limit.h"
 #include "gateway/retry.h"
@@ -257,6 +258,10 @@ struct gateway {
     struct gw_shed route_shed[GW_ROUTES_MAX];
     struct metrics_series *m_shed[GW_SHED_CLASSES], *m_in_flight;
 
+    /* Accounts, tokens, API keys, waiting rooms (edge.h). */
+    struct gw_edge *edge;
+    const char *gateway_secret; /* http.gateway_secret; "" none */
+
     /* The response cache (none when cache_bytes is 0). */
     size_t cache_bytes, cache_entry_bytes;
     bool cache_on;
@@ -413,20 +418,26 @@ void gw_instance_release(struct gw_instance *i);
 
 /* --- proxy.c ------------------------------------------------------------ */
 
-/* Forwards req along route r (key: the hash segment's value, or NULL). */
+/*
+ * Forwards req along route r (key: the hash segment's value, or NULL) for
+ * id, whom the request comes from: upstream gets X-Customer-Id from id
+ * (never the client's own) and X-Gateway-Secret.
+ */
 void gw_proxy(struct http_req *req, struct gateway *gw,
-              const struct gw_route *r, const char *key, size_t key_len);
+              const struct gw_route *r, const char *key, size_t key_len,
+              const struct gw_ident *id);
 
 /* Sets up rate limits, shedding and the cache from the spec and keys.
  * ERR_OK or ERR_NOMEM. */
-int gw_edge_start(struct gateway *gw, const int shed_percent[GW_SHED_CLASSES],
-                  int64_t max_in_flight);
+int gw_traffic_start(struct gateway *gw,
+                     const int shed_percent[GW_SHED_CLASSES],
+                     int64_t max_in_flight);
 
-/* Frees what gw_edge_start made. */
-void gw_edge_free(struct gateway *gw);
+/* Frees what gw_traffic_start made. */
+void gw_traffic_free(struct gateway *gw);
 
 /* From thread 0's tick: the cache's and shedding's gauges. */
-void gw_edge_tick(struct gateway *gw);
+void gw_traffic_tick(struct gateway *gw);
 
 /*
  * Removes the cached answers under prefix (see gw_cache_purge) from every

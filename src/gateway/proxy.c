@@ -29,9 +29,9 @@
 #include "gateway/internal.h"
 
 #define GW_ATTEMPTS_MAX (1 + GW_RETRY_MAX)
-/* X-Request-Id, X-Forwarded-For, X-Deadline-Ms and, when revalidating,
- * If-None-Match. */
-#define GW_ADDED_HEADERS 4
+/* X-Request-Id, X-Forwarded-For, X-Deadline-Ms and, when there are,
+ * X-Customer-Id, X-Gateway-Secret and a revalidation's If-None-Match. */
+#define GW_ADDED_HEADERS 6
 #define GW_XFF_MAX       512
 
 /* Cache-Status values (RFC 9211) of the gateway's answers. */
@@ -63,6 +63,7 @@ struct gw_call {
     char request_id[HTTP_REQUEST_ID_MAX + 1];
     char xff[GW_XFF_MAX];
     char deadline[24];
+    char customer[HTTP_CUSTOMER_MAX + 1]; /* X-Customer-Id; "" none */
     const char *client_inm; /* the client's If-None-Match, or NULL */
     char *arena;            /* owns target, header text and body */
 
@@ -183,6 +184,9 @@ static bool header_dropped(const struct conn_lists *conn,
         "x-request-id",
         "x-forwarded-for",
         "x-deadline-ms",
+        /* Whom a request acts for is the gateway's to say. */
+        "x-customer-id",
+        "x-gateway-secret",
     };
 
     for (size_t k = 0; k < sizeof(drop) / sizeof(drop[0]); k++)
@@ -740,6 +744,13 @@ static void attempt(struct gw_call *c)
         (struct http_header_kv){"X-Forwarded-For", 15, c->xff, strlen(c->xff)};
     h[2] = (struct http_header_kv){"X-Deadline-Ms", 13, c->deadline,
                                    strlen(c->deadline)};
+    if (c->customer[0] != '\0')
+        h[added++] = (struct http_header_kv){"X-Customer-Id", 13, c->customer,
+                                             strlen(c->customer)};
+    if (c->gw->gateway_secret[0] != '\0')
+        h[added++] = (struct http_header_kv){"X-Gateway-Secret", 16,
+                                             c->gw->gateway_secret,
+                                             strlen(c->gw->gateway_secret)};
     if (c->stale != NULL && c->stale->etag[0] != '\0')
         h[added++] = (struct http_header_kv){
             "If-None-Match", 13, c->stale->etag, strlen(c->stale->etag)};
@@ -770,18 +781,14 @@ static void attempt(struct gw_call *c)
  */
 
 /* The key a policy counts a request under: its identity, else its
- * address, so that leaving the identity out does not escape the limit. */
-static const char *limit_key(struct http_req *req, enum gw_limit_key kind)
+ * address, so that coming without one does not escape the limit. */
+static const char *limit_key(struct http_req *req, enum gw_limit_key kind,
+                             const struct gw_ident *id)
 {
-    const char *v = NULL;
-
-    if (kind == GW_LIMIT_BY_CUSTOMER)
-        v = http_req_header(req, "x-customer-id");
-    else if (kind == GW_LIMIT_BY_API_KEY)
-        v = http_req_header(req, "x-api-key");
-    /* Longer values are cut to GW_LIMIT_KEY_MAX - 1 bytes by the limiter. */
-    if (v != NULL && v[0] != '\0')
-        return v;
+    if ((kind == GW_LIMIT_BY_CUSTOMER && id->kind != GW_IDENT_PARTNER &&
+         id->customer[0] != '\0') ||
+        (kind == GW_LIMIT_BY_API_KEY && id->kind == GW_IDENT_PARTNER))
+        return id->customer; /* "key-<id>" for a partner */
     return http_req_peer(req);
 }
 
@@ -791,11 +798,11 @@ static const char *limit_key(struct http_req *req, enum gw_limit_key kind)
  * the policy refuses it and is not a dry run.
  */
 static bool limit_pass(struct http_req *req, struct gateway *gw,
-                       const struct gw_route *r)
+                       const struct gw_route *r, const struct gw_ident *id)
 {
     const struct gw_limit_spec *ls = &gw->spec->limits[r->limit];
     struct gw_limit_state *st = &gw->limits[r->limit];
-    const char *key = limit_key(req, ls->key);
+    const char *key = limit_key(req, ls->key, id);
     struct gw_limit_result res;
     char v[GW_POOL_NAME_MAX + 64];
 
@@ -831,15 +838,12 @@ static bool limit_pass(struct http_req *req, struct gateway *gw,
 /* --- entry ---------------------------------------------------------------- */
 
 /* Holds and checkouts first, then signed-in customers, then browsing. */
-static enum gw_shed_class shed_class(struct http_req *req,
-                                     const struct gw_route *r)
+static enum gw_shed_class shed_class(const struct gw_route *r,
+                                     const struct gw_ident *id)
 {
     if (r->critical)
         return GW_SHED_CRITICAL;
-    if (http_req_header(req, "authorization") != NULL ||
-        http_req_header(req, "x-customer-id") != NULL)
-        return GW_SHED_SIGNED;
-    return GW_SHED_ANONYMOUS;
+    return id->kind == GW_IDENT_ANONYMOUS ? GW_SHED_ANONYMOUS : GW_SHED_SIGNED;
 }
 
 /*
@@ -1035,25 +1039,28 @@ static void cache_miss(struct gw_call *c, const char *ckey, size_t clen,
 }
 
 void gw_proxy(struct http_req *req, struct gateway *gw,
-              const struct gw_route *r, const char *key, size_t key_len)
+              const struct gw_route *r, const char *key, size_t key_len,
+              const struct gw_ident *id)
 {
     size_t ri = (size_t)(r - gw->spec->routes), clen = 0;
     bool cached =
         gw->cache_on && r->cache && strcmp(http_req_method(req), "GET") == 0;
-    bool auth = http_req_header(req, "authorization") != NULL;
+    /* RFC 9111 3.5; and an answer for a known caller may be its own. */
+    bool auth = id->kind != GW_IDENT_ANONYMOUS ||
+                http_req_header(req, "authorization") != NULL;
     enum gw_shed_class cls;
     char ckey[GW_CACHE_KEY_MAX + 1];
     struct gw_call *c;
     int rc;
 
-    if (r->limit >= 0 && !limit_pass(req, gw, r))
+    if (r->limit >= 0 && !limit_pass(req, gw, r, id))
         return;
     if (cached && !cache_key(req, ckey, sizeof(ckey), &clen))
         cached = false;
     /* A hit costs no upstream work: it is served even past the bounds. */
     if (cached && cache_answer(req, gw, r, ckey, clen, auth, key, key_len))
         return;
-    cls = shed_class(req, r);
+    cls = shed_class(r, id);
     if (!gw_shed_enter2(&gw->shed,
                         r->max_in_flight > 0 ? &gw->route_shed[ri] : NULL,
                         cls)) {
@@ -1074,6 +1081,7 @@ void gw_proxy(struct http_req *req, struct gateway *gw,
     }
     c->shed_held = true;
     c->route_shed = r->max_in_flight > 0 ? &gw->route_shed[ri] : NULL;
+    snprintf(c->customer, sizeof(c->customer), "%s", id->customer);
     c->async = http_req_defer(req);
     if (cached)
         cache_miss(c, ckey, clen, auth);

@@ -47,6 +47,11 @@ GATEWAY_FLAGS = {
     "gateway.outlier.max_ejection_ms": "1000",
     "gateway.breaker.open_ms": "1000",
     "http.threads": "2",
+    # The accounts database in the gateway's own folder, and passwords
+    # hashed at the cheapest Argon2id settings: tests sign in often.
+    "gateway.accounts.path": "gateway.db",
+    "gateway.password_opslimit": "1",
+    "gateway.password_memlimit_kib": "8",
 }
 
 

@@ -1,5 +1,5 @@
 """The gateway's edge: the response cache, rate limits and load shedding,
-against real catalog and booking processes.
+and who a request comes from, against real catalog and booking processes.
 
 One catalog with the demo data and one booking instance run for the whole
 module, both with the fault switch on (--http.faults), so that a test can
@@ -22,9 +22,13 @@ import time
 import unittest
 
 from support import HOST, Service, free_port
-from test_gateway import AUTH, DEMO, Gateway, addr, wait_for
+from test_gateway import AUTH, DEMO, TOKEN, Gateway, addr, wait_for
 
-CATALOG_TOKEN = "catalog-admin-token"
+# The catalog takes the gateway's admin token: /v1/admin/ passes the
+# gateway only with an admin's credentials, and reaches the catalog with
+# the same Authorization.
+CATALOG_TOKEN = TOKEN
+GATEWAY_SECRET = "edge-test-gateway-secret"
 
 # Health checks far apart: the tests slow the upstreams on purpose, and a
 # slow /readyz must not take an instance out in the middle.
@@ -32,6 +36,7 @@ EDGE_FLAGS = {
     "gateway.health.interval_ms": "60000",
     "gateway.health.fast_interval_ms": "60000",
     "gateway.health.timeout_ms": "5000",
+    "http.gateway_secret": GATEWAY_SECRET,
 }
 
 
@@ -76,7 +81,10 @@ class OriginHandler(http.server.BaseHTTPRequestHandler):
         with self.server.lock:
             self.server.counts[path] = self.server.counts.get(path, 0) + 1
         cc = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
-        body = json.dumps({"path": path}).encode()
+        body = json.dumps({
+            "path": path,
+            "customer": self.headers.get("X-Customer-Id"),
+            "secret": self.headers.get("X-Gateway-Secret")}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -148,6 +156,20 @@ class GatewayEdgeTest(unittest.TestCase):
         merged.update(flags or {})
         self.gw = Gateway(routes, merged)
         return self.gw
+
+    def customer(self, gw, name):
+        """Signs a new customer up and in; the Authorization header of its
+        access token, and its customer id."""
+        account = {"email": f"{name}@example.com", "password": "a long pass",
+                   "name": name}
+        s, _, body = gw.json("POST", "/v1/accounts", account)
+        self.assertEqual(s, 201, body)
+        s, _, body = gw.json("POST", "/v1/sessions",
+                             {"email": account["email"],
+                              "password": account["password"]})
+        self.assertEqual(s, 201, body)
+        return ({"Authorization": f"Bearer {body['access_token']}"},
+                body["customer_id"])
 
     def set_fault(self, svc, status, delay_ms=0):
         code, _, body = svc.json("PUT", "/internal/v1/faults",
@@ -361,7 +383,8 @@ class GatewayEdgeTest(unittest.TestCase):
             {"pattern": "/v1/cities", "pool": "catalog", "rate_limit": limit},
             {"pattern": "/v1/cities/{city_id}", "pool": "catalog",
              "rate_limit": dry}]))
-        alice = {"X-Customer-Id": "alice"}
+        alice, _ = self.customer(gw, "alice")
+        bob, _ = self.customer(gw, "bob")
         for remaining in (2, 1, 0):
             s, h, _ = gw.request("GET", "/v1/cities", headers=alice)
             self.assertEqual(s, 200)
@@ -376,8 +399,7 @@ class GatewayEdgeTest(unittest.TestCase):
         self.assertIn(int(h["retry-after"]), (9, 10))
         self.assertRegex(h["ratelimit"], r'^"browse";r=0;t=(29|30)$')
         # Another customer has a burst of its own.
-        self.assertEqual(gw.request("GET", "/v1/cities",
-                                    headers={"X-Customer-Id": "bob"})[0], 200)
+        self.assertEqual(gw.request("GET", "/v1/cities", headers=bob)[0], 200)
         self.assertEqual(metric(gw, "marquee_gateway_rate_limited_total",
                                 policy="browse", mode="enforced"), 1)
 
@@ -387,6 +409,62 @@ class GatewayEdgeTest(unittest.TestCase):
             self.assertEqual(s, 200)
         self.assertEqual(metric(gw, "marquee_gateway_rate_limited_total",
                                 policy="shadow", mode="dry_run"), 2)
+
+    # ------------------------------------------------------------ callers
+
+    def test_callers_identity_reaches_the_upstream(self):
+        origin = Origin()
+        threading.Thread(target=origin.serve_forever, daemon=True).start()
+        try:
+            gw = self.gateway({
+                "pools": {"o": {"instances": [f"{HOST}:{origin.server_port}"]}},
+                "routes": [{"prefix": "/v1/", "pool": "o"}]})
+            carol, carol_id = self.customer(gw, "carol")
+            # A customer is named by the gateway, with its secret.
+            s, _, body = gw.json("GET", "/v1/me", headers=carol)
+            self.assertEqual(s, 200)
+            self.assertEqual(body["customer"], carol_id)
+            self.assertEqual(body["secret"], GATEWAY_SECRET)
+            # A client that names itself is not believed.
+            s, _, body = gw.json("GET", "/v1/me",
+                                 headers={"X-Customer-Id": "mallory",
+                                          "X-Gateway-Secret": "guess"})
+            self.assertEqual(s, 200)
+            self.assertIsNone(body["customer"])
+            self.assertEqual(body["secret"], GATEWAY_SECRET)
+            # An altered token is refused at the door.
+            forged = carol["Authorization"][:-2] + "xx"
+            s, h, body = gw.json("GET", "/v1/me",
+                                 headers={"Authorization": forged})
+            self.assertEqual(s, 401)
+            self.assertEqual(origin.count("/v1/me"), 2)
+            # /v1/admin/ is for administrators.
+            s, _, _ = gw.json("POST", "/v1/admin/shows", {})
+            self.assertEqual(s, 401)
+            s, _, body = gw.json("POST", "/v1/admin/shows", {}, headers=carol)
+            self.assertEqual(s, 403)
+            self.assertEqual(origin.count("/v1/admin/shows"), 0)
+        finally:
+            origin.shutdown()
+            origin.server_close()
+
+    def test_hot_show_holds_need_a_pass(self):
+        gw = self.gateway(seat_routes(self.catalog, self.booking))
+        dave, _ = self.customer(gw, "dave")
+        opened = time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                               time.gmtime(time.time() - 60))
+        hot = {"show_id": 8, "opens_at": opened, "rate_per_s": 100}
+        s, _, body = gw.json("POST", "/admin/hot-sales", hot, headers=AUTH)
+        self.assertIn(s, (200, 201), body)
+        hold = {"seats": ["A1"]}
+        s, _, body = gw.json("POST", "/v1/shows/8/holds", hold,
+                             headers=dict(dave, **{"Idempotency-Key": "p1"}))
+        self.assertEqual(s, 403)
+        self.assertEqual(body["type"], "/problems/pass-required")
+        # Another show is not hot: its hold reaches booking.
+        s, _, body = gw.json("POST", "/v1/shows/9/holds", hold,
+                             headers=dict(dave, **{"Idempotency-Key": "p2"}))
+        self.assertNotEqual(s, 403, body)
 
     # ------------------------------------------------------------ shedding
 
@@ -418,7 +496,7 @@ class GatewayEdgeTest(unittest.TestCase):
         self.assertEqual((s, h["retry-after"]), (503, "1"))
         self.assertEqual(body["type"], "/problems/unavailable")
         # Signed-in reads go on to 9.
-        signed = {"X-Customer-Id": "carol"}
+        signed = AUTH
         send("/v1/cities?limit=21", signed)
         send("/v1/cities?limit=22", signed)
         in_flight(9)
@@ -426,13 +504,11 @@ class GatewayEdgeTest(unittest.TestCase):
                                     headers=signed)[0], 503)
         # Holds go on to 10, and only then are they refused.
         hold = {"seats": ["A1"]}
-        send("/v1/shows/1/holds", {"X-Customer-Id": "dave",
-                                   "Idempotency-Key": "k-edge-1"},
-             "POST", hold)
+        send("/v1/shows/1/holds", {"Idempotency-Key": "k-edge-1"}, "POST",
+             hold)
         in_flight(10)
         s, _, _ = gw.request("POST", "/v1/shows/1/holds", body=hold,
-                             headers={"X-Customer-Id": "erin",
-                                      "Idempotency-Key": "k-edge-2"})
+                             headers={"Idempotency-Key": "k-edge-2"})
         self.assertEqual(s, 503)
         for cls in ("anonymous", "signed", "critical"):
             self.assertEqual(metric(gw, "marquee_gateway_shed_total",
