@@ -518,6 +518,12 @@ class NotifyTest(unittest.TestCase):
             self.check("POST", "/v1/tickets/verify", *got)
             return got
 
+        got = svc.request("PUT", "/v1/tickets/verify", body={"code": "x"})
+        self.check("POST", "/v1/tickets/verify", *got)
+        self.problem(got, 405, "method-not-allowed")
+        self.assertIn("POST", got[1]["allow"].split(", "))
+        got = verify(json.dumps({"code": "x" * (70 * 1024)}))
+        self.assertEqual(got[0], 413)
         self.problem(verify("{"), 400, "malformed-json")
         self.problem(verify("[]"), 400, "malformed-json")
         self.problem(verify('{"code": "x"}', "text/plain"), 415,
