@@ -26,6 +26,7 @@
 #include "base/rand.h"
 #include "domain/validate.h"
 #include "gateway/waitroom.h"
+#include "metrics/metrics.h"
 #include "store/store.h"
 
 #define BEARER         "Bearer "
@@ -50,6 +51,30 @@ struct hot_sale {
 };
 
 enum job_kind { JOB_SIGNUP, JOB_SIGNIN, JOB_REFRESH, JOB_SIGNOUT, JOB_KEY };
+
+/* Counted outcomes: marquee_gateway_auth_total{event}. */
+#define EDGE_EVENTS(X)                                                         \
+    X(EV_SIGNUP, "signup")                                                     \
+    X(EV_SIGNIN_OK, "signin_ok")                                               \
+    X(EV_SIGNIN_DENIED, "signin_denied")                                       \
+    X(EV_SIGNIN_LIMITED, "signin_limited")                                     \
+    X(EV_REFRESH_OK, "refresh_ok")                                             \
+    X(EV_REFRESH_DENIED, "refresh_denied")                                     \
+    X(EV_REFRESH_REUSED, "refresh_reused")                                     \
+    X(EV_QUEUE_FULL, "queue_full")                                             \
+    X(EV_INVALID_TOKEN, "invalid_token")                                       \
+    X(EV_INVALID_KEY, "invalid_api_key")                                       \
+    X(EV_PASS_OK, "pass_ok")                                                   \
+    X(EV_PASS_REFUSED, "pass_refused")                                         \
+    X(EV_WAITROOM_JOIN, "waitroom_join")                                       \
+    X(EV_WAITROOM_FULL, "waitroom_full")
+
+enum edge_event {
+#define EDGE_EVENT_ENUM(name, text) name,
+    EDGE_EVENTS(EDGE_EVENT_ENUM)
+#undef EDGE_EVENT_ENUM
+        EV_COUNT
+};
 
 struct job {
     struct job *next;
@@ -94,7 +119,35 @@ struct gw_edge {
     int64_t swept_ms;
     int nworkers;
     pthread_t workers[GW_AUTH_WORKERS_MAX];
+
+    struct metrics_series *m_events[EV_COUNT]; /* NULL without a registry */
 };
+
+static void count(struct gw_edge *e, enum edge_event ev)
+{
+    metrics_inc(e->m_events[ev]);
+}
+
+static void metrics_setup(struct gw_edge *e)
+{
+    static const char *const names[] = {
+#define EDGE_EVENT_NAME(name, text) text,
+        EDGE_EVENTS(EDGE_EVENT_NAME)
+#undef EDGE_EVENT_NAME
+    };
+    static const char *const labels[] = {"event"};
+    struct metrics *m = metrics_process();
+    struct metrics_family *f =
+        m == NULL
+            ? NULL
+            : metrics_family(m, METRICS_COUNTER, "marquee_gateway_auth_total",
+                             "sign-ups, sign-ins, refreshes, refused "
+                             "credentials and queue passes, by event",
+                             1, labels, NULL, 0);
+
+    for (size_t i = 0; i < EV_COUNT && f != NULL; i++)
+        e->m_events[i] = metrics_series(f, &names[i]);
+}
 
 /* --- small helpers ---------------------------------------------------- */
 
@@ -307,7 +360,10 @@ static void *worker_main(void *arg)
 
 static void job_busy(struct http_req *req, void *arg)
 {
-    job_free(arg);
+    struct job *j = arg;
+
+    count(j->e, EV_QUEUE_FULL);
+    job_free(j);
     if (req != NULL)
         http_respond_unavailable(req, GW_EDGE_RETRY_S,
                                  "too many account requests are waiting");
@@ -392,6 +448,7 @@ static void finish_signup(struct http_req *req, struct job *j)
         respond_job_error(req, j->rc);
         return;
     }
+    count(j->e, EV_SIGNUP);
     gw_accounts_customer_id(j->id, customer);
     gw_email_normalize(j->email, j->email);
     http_respond_json(req, 201,
@@ -406,14 +463,17 @@ static void finish_signin(struct http_req *req, struct job *j)
     char after[24];
 
     if (j->rc == ERR_OK) {
+        count(j->e, EV_SIGNIN_OK);
         respond_session(req, j);
     } else if (j->rc == ERR_DENIED) {
+        count(j->e, EV_SIGNIN_DENIED);
         http_respond_problem(req, 401, "invalid-credentials",
                              "Invalid credentials",
                              "the email or the password is wrong");
     } else if (j->rc == ERR_AGAIN) {
         int64_t s = (j->retry_after_ms + 999) / 1000;
 
+        count(j->e, EV_SIGNIN_LIMITED);
         snprintf(after, sizeof(after), "%" PRId64, s);
         http_set_header(req, "Retry-After", after);
         http_respond_problem(req, 429, "too-many-sign-ins", "Too many sign-ins",
@@ -427,6 +487,11 @@ static void finish_signin(struct http_req *req, struct job *j)
 
 static void finish_refresh(struct http_req *req, struct job *j)
 {
+    if (j->rc == ERR_DENIED)
+        count(j->e, j->reused ? EV_REFRESH_REUSED : EV_REFRESH_DENIED);
+    else if (j->rc == ERR_OK)
+        count(j->e, EV_REFRESH_OK);
+
     if (j->rc == ERR_OK)
         respond_session(req, j);
     else if (j->rc == ERR_DENIED && j->reused)
@@ -886,6 +951,7 @@ void gw_edge_queue_join(struct http_req *req, void *app)
                              "is not marked hot",
                              show);
     } else if (rc == ERR_FULL) {
+        count(e, EV_WAITROOM_FULL);
         http_respond_unavailable(req, WAITROOM_FULL_RETRY_S,
                                  "the waiting room is full");
     } else if (rc != ERR_OK || doc == NULL) {
@@ -894,6 +960,7 @@ void gw_edge_queue_join(struct http_req *req, void *app)
     } else {
         snprintf(location, sizeof(location), "/v1/shows/%" PRId64 "/queue/%s",
                  show, visitor);
+        count(e, EV_WAITROOM_JOIN);
         http_set_header(req, "Location", location);
         no_store(req);
         http_respond_json(req, 201, doc);
@@ -1022,6 +1089,7 @@ bool gw_edge_identify(struct gw_edge *e, struct http_req *req,
     if (key != NULL) {
         if (!gw_accounts_key_find(e->accounts, key, &out->key_id,
                                   &out->scopes)) {
+            count(e, EV_INVALID_KEY);
             http_respond_problem(req, 401, "invalid-api-key", "Invalid API key",
                                  "X-Api-Key names no API key of this "
                                  "platform");
@@ -1035,15 +1103,19 @@ bool gw_edge_identify(struct gw_edge *e, struct http_req *req,
     if (auth == NULL)
         return true;
 
-    if ((tok = bearer(req)) == NULL)
+    if ((tok = bearer(req)) == NULL) {
+        count(e, EV_INVALID_TOKEN);
         return unauthorized(req, "Authorization must be Bearer <token>");
+    }
     if (e->admin_token[0] != '\0' && gw_token_text_equal(tok, e->admin_token)) {
         out->kind = GW_IDENT_ADMIN;
         return true;
     }
     if (gw_token_verify(&e->token_key, tok, now_ms(e) / 1000, &c, &fault) !=
-        ERR_OK)
+        ERR_OK) {
+        count(e, EV_INVALID_TOKEN);
         return unauthorized(req, gw_token_fault_text(fault));
+    }
     out->kind = c.role == GW_ROLE_ADMIN ? GW_IDENT_ADMIN : GW_IDENT_CUSTOMER;
     memcpy(out->customer, c.sub, sizeof(out->customer));
     out->expires_s = c.exp_s;
@@ -1096,10 +1168,14 @@ bool gw_edge_scope_ok(struct http_req *req, const struct gw_ident *id)
 bool gw_edge_pass_ok(struct gw_edge *e, struct http_req *req, int64_t show_id)
 {
     const char *pass;
+    enum gw_pass_fault f;
 
     if (!gw_edge_is_hot(e, show_id))
         return true;
     pass = http_req_header(req, GW_PASS_HEADER);
+    f = pass != NULL ? gw_pass_check(&e->pass_key, pass, show_id, now_ms(e))
+                     : GW_PASS_FORGED;
+    count(e, pass != NULL && f == GW_PASS_VALID ? EV_PASS_OK : EV_PASS_REFUSED);
     if (pass == NULL) {
         http_respond_problem(req, 403, "pass-required", "Queue pass required",
                              "show %" PRId64 "'s sale is hot: join its "
@@ -1108,7 +1184,7 @@ bool gw_edge_pass_ok(struct gw_edge *e, struct http_req *req, int64_t show_id)
                              show_id, show_id);
         return false;
     }
-    switch (gw_pass_check(&e->pass_key, pass, show_id, now_ms(e))) {
+    switch (f) {
     case GW_PASS_VALID: return true;
     case GW_PASS_EXPIRED:
         http_respond_problem(req, 403, "pass-expired", "Queue pass expired",
@@ -1205,6 +1281,7 @@ int gw_edge_open_clock(const struct config *cfg, struct clock *clock,
     e->pass_ttl_ms = config_int(cfg, "gateway.waitroom.pass_ttl_s") * 1000;
     e->q_max = (size_t)config_int(cfg, "gateway.auth_queue_max");
     e->swept_ms = now_ms(e);
+    metrics_setup(e);
     pthread_rwlock_init(&e->hot_lock, NULL);
     for (size_t i = 0; i < GW_HOT_SALES_MAX; i++)
         pthread_mutex_init(&e->hot[i].lock, NULL);

@@ -24,6 +24,7 @@
 #include "base/err.h"
 #include "gateway/edge.h"
 #include "gateway/waitroom.h"
+#include "metrics/metrics.h"
 #include "harness.h"
 
 #define ADMIN  "admin-token-for-the-edge-tests"
@@ -254,6 +255,23 @@ static void bearer(char *out, size_t cap, const char *tok)
     snprintf(out, cap, "Authorization: Bearer %s\r\n", tok);
 }
 
+/* marquee_gateway_auth_total{event} from the process's registry. */
+static long auth_count(const char *event)
+{
+    char *text = NULL, want[128], *at;
+    size_t len = 0;
+    long v = 0;
+
+    snprintf(want, sizeof(want), "marquee_gateway_auth_total{event=\"%s\"} ",
+             event);
+    CHECK_INT(metrics_render(metrics_process(), &text, &len), ERR_OK);
+    at = strstr(text, want);
+    if (at != NULL)
+        v = strtol(at + strlen(want), NULL, 10);
+    free(text);
+    return v;
+}
+
 /* --- the tests ------------------------------------------------------------ */
 
 TEST(signup_signin_refresh_signout)
@@ -398,6 +416,7 @@ TEST(signin_limit_over_http)
 {
     struct live l;
     struct answer a;
+    long denied, limited;
 
     live_start(&l, 2, 64, false);
     call(l.port, "POST", "/v1/accounts", NULL,
@@ -405,6 +424,8 @@ TEST(signin_limit_over_http)
          "\"name\":\"Ann\"}",
          &a);
     answer_free(&a);
+    denied = auth_count("signin_denied");
+    limited = auth_count("signin_limited");
     for (int i = 0; i < 5; i++) {
         call(l.port, "POST", "/v1/sessions", NULL,
              "{\"email\":\"ann@example.com\",\"password\":\"wrong\"}", &a);
@@ -418,6 +439,8 @@ TEST(signin_limit_over_http)
     CHECK(strcasestr(a.head, "retry-after: 800\r\n") != NULL ||
           strcasestr(a.head, "retry-after: 800") != NULL);
     answer_free(&a);
+    CHECK_INT(auth_count("signin_denied") - denied, 5);
+    CHECK_INT(auth_count("signin_limited") - limited, 1);
     clock_manual_advance(&clk, 800000);
     call(l.port, "POST", "/v1/sessions", NULL,
          "{\"email\":\"ann@example.com\",\"password\":\"correct horse\"}", &a);
