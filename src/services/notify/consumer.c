@@ -325,8 +325,8 @@ notify_consumer_start(struct notify *n, const struct mq_config *mc,
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->wake, NULL);
     if ((rc = mq_open(mc, &c->q)) != ERR_OK) {
-        log_error("notify", "queue_open_failed path=%s error=%s", mc->path,
-                  err_name(rc));
+        log_error("notify", "queue_open_failed backend=%s error=%s",
+                  mc->backend != NULL ? mc->backend : "sqlite", err_name(rc));
         goto out_free;
     }
     if ((rc = mq_declare(c->q, NOTIFY_QUEUE, patterns, 1)) != ERR_OK) {
@@ -340,9 +340,10 @@ notify_consumer_start(struct notify *n, const struct mq_config *mc,
         goto out_close_queue;
     }
     log_info("notify",
-             "consumer_started queue=%s binding=%s path=%s retry_ms=%d "
+             "consumer_started queue=%s binding=%s backend=%s retry_ms=%d "
              "ack_delay_ms=%d",
-             NOTIFY_QUEUE, NOTIFY_BINDING, mc->path, cc->retry_ms,
+             NOTIFY_QUEUE, NOTIFY_BINDING,
+             mc->backend != NULL ? mc->backend : "sqlite", cc->retry_ms,
              cc->ack_delay_ms);
     return c;
 

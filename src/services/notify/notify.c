@@ -185,7 +185,7 @@ int notify_main(int argc, char **argv)
     program_make_parent_dir(sc.path);
     rc = store_open(&sc, notify_migrations, notify_nmigrations, &n.store);
     if (rc != ERR_OK) {
-        log_error("notify", "store_open_failed path=%s error=%s", sc.path,
+        log_error("notify", "store_open_failed path=\"%s\" error=%s", sc.path,
                   err_name(rc));
         goto out_config;
     }
