@@ -21,14 +21,21 @@
  *     error; an operator lists them and requeues them.
  *
  * The default backend is a durable queue in SQLite (mq/sqlite/); the
- * services never see which backend runs.  docs/internals/mq.md says how
- * it is built and why it is correct under concurrency.
+ * second is a RabbitMQ broker (mq/rabbitmq/, mq.backend = rabbitmq and
+ * mq.url).  The services never see which backend runs.
+ * docs/internals/mq.md says how each is built and why it is correct under
+ * concurrency, and lists where RabbitMQ differs by design: it does not
+ * deduplicate by id, *stored is only 0 or 1, and a lease ends when its
+ * holder's connection closes or the holder claims again after lease_ms,
+ * not by time alone.
  *
  * Threads: after mq_open() returns, every call below may be made from any
  * thread at the same time, and several processes may open the same queue
  * file.  The calls block until the backend answered (the SQLite backend:
- * until its write transaction committed), so call them from a worker
- * thread, never from an event-loop thread.  mq_close() must not overlap
+ * until its write transaction committed; RabbitMQ: until the broker
+ * answered, at most 5 s, the calls of one handle taking turns on its one
+ * connection), so call them from a worker thread, never from an
+ * event-loop thread.  mq_close() must not overlap
  * any other call on the same handle.  A handle does not survive fork():
  * each process opens its own.
  *
@@ -134,6 +141,8 @@ struct mq_depth {
  * Opens the backend named by cfg (copied; its strings too).  ERR_CONFIG
  * with a log line naming the key when a setting is out of range or the
  * backend unknown; otherwise the backend's error (ERR_DB, ERR_BUSY, ...).
+ * RabbitMQ opens while the broker is down: calls fail with ERR_IO until
+ * it is reachable, and the handle reconnects on its own.
  * On success *out is owned by the caller: free with mq_close().
  */
 int mq_open(const struct mq_config *cfg, struct mq **out);
@@ -161,7 +170,9 @@ int mq_declare(struct mq *q, const char *queue, const char *const *patterns,
  * ERR_TOOBIG for a body over MQ_BODY_MAX, ERR_INVALID for a bad topic or
  * id, ERR_FULL when the backend's queue of writes is full, or the
  * backend's error; a failed publish stored nothing and may be retried
- * with the same id.
+ * with the same id.  RabbitMQ: no dedup (a second publish of an id is
+ * stored again), *stored is 1 when some queue took a copy, and a publish
+ * that failed with ERR_IO or ERR_TIMEOUT may have been stored.
  */
 int mq_publish(struct mq *q, const char *topic, const char *id,
                const void *body, size_t len, int *stored);

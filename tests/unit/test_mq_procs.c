@@ -47,7 +47,7 @@
 #define TRIES_MAX       50    /* a child's tries of one call on ERR_BUSY */
 #define KILL_LEASE_MS   1000
 #define CRASH_ATTEMPTS  3     /* max_attempts of the crash-loop test */
-#define RESTART_MSGS    4000  /* most messages the restart test publishes */
+#define RESTART_MSGS    20000 /* most messages the restart test publishes */
 #define RESTART_WAIT_MS 90000 /* longest the restart test runs */
 
 enum rec_kind { REC_ACK = 1, REC_CLAIM = 2, REC_HOLDING = 3 };
@@ -566,19 +566,42 @@ static bool publish_confirmed(struct mq *q, const struct run *r, int i,
     return false;
 }
 
+/* Creates the empty file dir/name: a signal to the harness. */
+static void signal_file(const char *dir, const char *name)
+{
+    char path[512];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "w");
+    CHECK(f != NULL);
+    fclose(f);
+}
+
+static bool signal_seen(const char *dir, const char *name)
+{
+    char path[512];
+
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    return file_exists(path);
+}
+
 /*
- * Publishes while the harness kills the broker with SIGKILL and starts it
- * again: it writes "half" in MARQUEE_MQ_RESTART_DIR once half the first
- * batch is confirmed and waits for "restarted" there.  Every confirmed
- * message must then be delivered: a confirm means it is on disk.  Only
- * under the harness (RabbitMQ); elsewhere it checks nothing.
+ * Publishes a stream while the harness takes the broker away twice: it
+ * writes "stop" in MARQUEE_MQ_RESTART_DIR and the harness stops the
+ * broker and starts it again ("stop.done"), then "kill" and the harness
+ * kills it with SIGKILL and starts it again ("kill.done").  Each phase
+ * goes on until a publish failed during it and the broker is back.
+ * Every message the broker confirmed must then be delivered.  Only
+ * under the harness (tests/integration/test_mq_rabbitmq.py); elsewhere it
+ * checks nothing.
  */
 TEST(test_procs_publish_through_broker_restart)
 {
+    static const char *const phases[] = {"stop", "kill"};
     static struct run r;
     static bool seen[RESTART_MSGS];
     const char *dir = getenv("MARQUEE_MQ_RESTART_DIR");
-    char half[256], restarted[256];
     struct mq_config cfg;
     struct mq *q = NULL;
     int64_t deadline = now_ms() + RESTART_WAIT_MS;
@@ -589,29 +612,30 @@ TEST(test_procs_publish_through_broker_restart)
                "MARQUEE_MQ_RESTART_DIR)\n");
         return;
     }
-    snprintf(half, sizeof(half), "%s/half", dir);
-    snprintf(restarted, sizeof(restarted), "%s/restarted", dir);
     run_setup(&r, 120000, 10);
     cfg = run_config(&r);
     CHECK_INT(mq_open(&cfg, &q), ERR_OK);
 
-    /* Publish until the broker went away and came back, and then some. */
-    for (int i = 0; i < RESTART_MSGS; i++) {
-        if (i == RESTART_MSGS / 8) {
-            FILE *f = fopen(half, "w");
-            CHECK(f != NULL);
-            fclose(f);
+    for (size_t p = 0; p < sizeof(phases) / sizeof(phases[0]); p++) {
+        char done[16];
+        int failed_before = failures, after = 0;
+
+        snprintf(done, sizeof(done), "%s.done", phases[p]);
+        for (int i = 0; i < 100; i++, confirmed++)
+            CHECK(publish_confirmed(q, &r, confirmed, deadline, &failures));
+        signal_file(dir, phases[p]);
+        /* Until the outage was seen and the broker is back, and then 20
+         * more: publishes retried through it, with their ids. */
+        while (after < 20) {
+            CHECK(confirmed < RESTART_MSGS);
+            CHECK(publish_confirmed(q, &r, confirmed, deadline, &failures));
+            confirmed++;
+            if (failures > failed_before && signal_seen(dir, done))
+                after++;
+            else
+                sleep_ms(2);
         }
-        if (i > RESTART_MSGS / 8 && file_exists(restarted) && failures > 0 &&
-            confirmed > i - 10)
-            break;
-        CHECK(publish_confirmed(q, &r, i, deadline, &failures));
-        confirmed = i + 1;
-        if (i > RESTART_MSGS / 8 && !file_exists(restarted))
-            sleep_ms(2); /* leave the outage time to happen mid-stream */
     }
-    CHECK(failures > 0);
-    CHECK(file_exists(restarted));
 
     /* Every confirmed message is there (a retried one may be twice). */
     while (delivered < confirmed) {
