@@ -4,12 +4,14 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "control/control.h"
 #include "gateway/gateway.h"
 #include "http/http.h"
 #include "services/booking/booking.h"
 #include "services/catalog/catalog.h"
 #include "services/notify/notify.h"
 #include "services/payment/payment.h"
+#include "tools/check.h"
 #include "tools/loadgen.h"
 #include "tools/mqctl.h"
 
@@ -31,8 +33,13 @@ static const struct role roles[] = {
     {"notify", notify_main,
      "e-tickets and customer messages from booking events"},
     {"mq", mqctl_main, "operator tool over the message queue"},
+    {"up", up_main, "starts, supervises and scales every role on one machine"},
+    {"status", status_main,
+     "what `marquee up` runs: instances, restarts, scaling"},
     {"loadgen", loadgen_main,
      "open-loop load generator for flash-sale benchmarks"},
+    {"check", check_main,
+     "invariant checker over the services' databases (read-only)"},
 };
 
 static int usage(FILE *out)
