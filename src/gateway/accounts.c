@@ -262,15 +262,22 @@ static int limit_reserve(struct gw_accounts *a, uint64_t acct, uint64_t addr,
     return ERR_OK;
 }
 
-/* A success: the account starts afresh, the address gets its try back. */
-static void limit_success(struct gw_accounts *a, uint64_t acct, uint64_t addr,
-                          int64_t now)
+/*
+ * Gives back a reserved attempt that did not fail on its credentials: a
+ * success (which also starts the account afresh) or a database error,
+ * which must not lock anybody out.
+ */
+static void limit_release(struct gw_accounts *a, uint64_t acct, uint64_t addr,
+                          int64_t now, bool success)
 {
     struct signin_slot *s;
 
     pthread_mutex_lock(&a->limit_lock);
     s = limit_slot(a, acct, now);
-    s->fails = 0;
+    if (success)
+        s->fails = 0;
+    else if (s->fails > 0)
+        s->fails--;
     s = limit_slot(a, addr, now);
     if (s->fails > 0)
         s->fails--;
@@ -780,8 +787,10 @@ int gw_accounts_signin(struct gw_accounts *a, const char *email,
         return rc;
 
     rc = store_write_sync(a->store, find_apply, &f);
-    if (rc != ERR_OK && rc != ERR_NOTFOUND)
+    if (rc != ERR_OK && rc != ERR_NOTFOUND) {
+        limit_release(a, hacct, haddr, now, false);
         return rc;
+    }
     known = rc == ERR_OK;
     /* The same work whether the email is known or not. */
     if (crypto_pwhash_str_verify(known ? f.hash : a->dummy_hash, password,
@@ -789,7 +798,7 @@ int gw_accounts_signin(struct gw_accounts *a, const char *email,
         !known || pw_len > GW_PASSWORD_MAX)
         return ERR_DENIED;
 
-    limit_success(a, hacct, haddr, now);
+    limit_release(a, hacct, haddr, now, true);
     session_of(out, f.id, f.role);
     j.now = now;
     j.family_expires = now + a->cfg.family_max_ms;

@@ -51,8 +51,10 @@ struct store_config;
 #define GW_EMAIL_MAX    254 /* RFC 5321's longest path */
 #define GW_PASSWORD_MIN 8
 #define GW_PASSWORD_MAX 128
-#define GW_NAME_MAX     100
-#define GW_KEY_NAME_MAX 100
+#define GW_NAME_MAX     400 /* 100 characters of up to 4 bytes */
+#define GW_KEY_NAME_MAX 400
+/* Names in characters, as the HTTP handlers count them. */
+#define GW_NAME_CHARS_MAX 100
 
 /* Refresh tokens and API keys: a prefix, then 32 random bytes base64url. */
 #define GW_SECRET_BYTES    32

@@ -558,6 +558,17 @@ static void job_finish(struct http_req *req, void *arg)
 
 /* --- accounts handlers -------------------------------------------------- */
 
+/*
+ * The handlers count characters; the accounts count bytes.  A password of
+ * GW_PASSWORD_MAX characters may be longer in bytes: refused, never cut.
+ */
+static void password_bytes(const char *password, struct verrs *v)
+{
+    if (strlen(password) > GW_PASSWORD_MAX)
+        verr_add(v, "password", "too-long",
+                 "password must be at most %d bytes of UTF-8", GW_PASSWORD_MAX);
+}
+
 static const char *const signup_fields[] = {"email", "password", "name", "role",
                                             NULL};
 
@@ -580,9 +591,10 @@ void gw_edge_signup(struct http_req *req, void *app)
         verr_add(&v, "email", "invalid-format",
                  "email must be printable characters without spaces, with "
                  "one '@' between a name and a domain");
-    jv_string(body, "password", "password", true, GW_PASSWORD_MIN,
-              GW_PASSWORD_MAX, &password, &v);
-    jv_string(body, "name", "name", true, 1, GW_NAME_MAX, &name, &v);
+    if (jv_string(body, "password", "password", true, GW_PASSWORD_MIN,
+                  GW_PASSWORD_MAX, &password, &v))
+        password_bytes(password, &v);
+    jv_string(body, "name", "name", true, 1, GW_NAME_CHARS_MAX, &name, &v);
     if (jv_string(body, "role", "role", false, 1, 16, &role, &v) &&
         !gw_role_parse(role, &r))
         verr_add(&v, "role", "invalid-format",
@@ -618,8 +630,9 @@ void gw_edge_signin(struct http_req *req, void *app)
         return;
     jv_no_unknown(body, "", signin_fields, &v);
     jv_string(body, "email", "email", true, 1, GW_EMAIL_MAX, &email, &v);
-    jv_string(body, "password", "password", true, 1, GW_PASSWORD_MAX, &password,
-              &v);
+    if (jv_string(body, "password", "password", true, 1, GW_PASSWORD_MAX,
+                  &password, &v))
+        password_bytes(password, &v);
     if (verr_any(&v)) {
         respond_invalid(req, &v);
         return;
@@ -689,7 +702,7 @@ void gw_edge_key_create(struct http_req *req, void *app)
     if (!admin_ok(e, req) || (body = http_req_json(req)) == NULL)
         return;
     jv_no_unknown(body, "", key_fields, &v);
-    jv_string(body, "name", "name", true, 1, GW_KEY_NAME_MAX, &name, &v);
+    jv_string(body, "name", "name", true, 1, GW_NAME_CHARS_MAX, &name, &v);
     if (jv_array(body, "scopes", "scopes", true, 1, 8, &scopes, &v)) {
         for (size_t i = 0; i < json_array_size(scopes); i++) {
             const char *s = json_string_value(json_array_get(scopes, i));

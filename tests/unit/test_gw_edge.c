@@ -308,6 +308,26 @@ TEST(signup_signin_refresh_signout)
     CHECK_INT(json_array_size(json_object_get(a.body, "errors")), 4);
     answer_free(&a);
 
+    /* 100 characters is within the count, 300 bytes is not: refused,
+     * never cut. */
+    {
+        char big[600], pw[320] = "";
+
+        for (int i = 0; i < 100; i++)
+            strcat(pw, "\xe2\x82\xac");
+        snprintf(big, sizeof(big),
+                 "{\"email\":\"eu@example.com\",\"password\":\"%s\","
+                 "\"name\":\"E\"}",
+                 pw);
+        call(l.port, "POST", "/v1/accounts", NULL, big, &a);
+        check_problem(&a, 422, "validation-failed");
+        CHECK_STR(
+            json_string_value(json_object_get(
+                json_array_get(json_object_get(a.body, "errors"), 0), "code")),
+            "too-long");
+        answer_free(&a);
+    }
+
     /* An admin account needs an admin to make it. */
     call(l.port, "POST", "/v1/accounts", NULL,
          "{\"email\":\"boss@example.com\",\"password\":\"correct horse\","
