@@ -146,7 +146,8 @@ start_gateway() {
 JSON
     taskset -c 0 "$bin" gateway --http.host=127.0.0.1 \
         --http.port="$gateway_port" --http.threads=1 \
-        --gateway.routes="$work/routes.json" 2>"$work/gateway.log" &
+        --gateway.routes="$work/routes.json" \
+        --gateway.accounts.path="$work/gateway.db" 2>"$work/gateway.log" &
     gateway_pid=$!
     wait_for "http://127.0.0.1:$gateway_port$path" "$gateway_pid" gateway \
         "$work/gateway.log"

@@ -71,8 +71,8 @@ struct gw_pool_spec {
 
 /* Whose requests a rate limit policy counts together. */
 enum gw_limit_key {
-    GW_LIMIT_BY_CUSTOMER, /* X-Customer-Id; the address when absent */
-    GW_LIMIT_BY_API_KEY,  /* X-Api-Key; the address when absent */
+    GW_LIMIT_BY_CUSTOMER, /* the access token's customer, else the address */
+    GW_LIMIT_BY_API_KEY,  /* the API key's id, else the address */
     GW_LIMIT_BY_ADDRESS,  /* the client's address */
 };
 
