@@ -580,6 +580,25 @@ class LatePaymentTest(CheckoutCase):
         self.assertEqual(again["refund"]["id"], refund["id"])
         self.assertEqual(len(self.platform.charges_of(hold["id"])), 1)
 
+    def test_same_key_after_the_hold_ended_charges_nothing_new(self):
+        show = self.platform.new_show()
+        hold = self.hold(show, ["A5"])
+        k = key()
+        payment = self.platform.payment
+        payment.proc.send_signal(signal.SIGSTOP)
+        try:
+            self.checkout(hold, k, expect=503)
+        finally:
+            payment.kill()  # it never read the charge
+        payment.start()
+        # The hold has ended: the attempt is settled (503 until the
+        # reconciler may decide), never charged again.
+        problem = wait_until("the attempt is abandoned", lambda: (
+            lambda r: r[1] if r[1]["status"] == 409 else None)(
+                self.checkout(hold, k)))
+        self.assertEqual(problem["type"], "/problems/hold-not-active")
+        self.assertEqual(self.platform.charges_of(hold["id"]), [])
+
     def test_refund_survives_payment_refusing_it_at_first(self):
         show = self.platform.new_show()
         hold = self.hold(show, ["A3"])

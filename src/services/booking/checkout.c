@@ -381,6 +381,8 @@ void booking_op_checkout(struct booking_thread *t, struct booking_op *op,
     if (rc == ERR_OK) {
         /* The same attempt again, exactly as first recorded. */
         op->resume = true;
+        op->resume_ended =
+            strcmp(h.status, "active") != 0 || h.expires_at <= op->now_ms;
         snprintf(op->token, sizeof(op->token), "%s", in.token);
     } else if (!check_hold(t, op, &h, inv)) {
         finish_refused(t, op);
@@ -532,14 +534,37 @@ static void settle_charged(struct booking_op *op, struct store_conn *conn,
     }
 }
 
+/*
+ * The same attempt again, for a hold that has ended: charging now could
+ * only be refunded, so nothing is sent.  A charge payment already took is
+ * settled (refunded); otherwise the attempt is left to the reconciler,
+ * which waits until payment can no longer be working on it.
+ */
+static void settle_ended(struct booking_op *op, struct store_conn *conn)
+{
+    struct pay_answer a;
+
+    booking_pay_find_charge(op->b->pay, op->intent_id, &a);
+    if (a.result == PAY_OK && a.id[0] != '\0')
+        settle_charged(op, conn, &a);
+    else
+        fail_unavailable(op, BOOKING_PAY_RETRY_AFTER_S,
+                         "the hold ended while this attempt was unsettled; "
+                         "it is being settled: retry later to learn how");
+}
+
 static void checkout_work(struct store_conn *conn, void *arg)
 {
     struct booking_op *op = arg;
     struct booking *b = op->b;
     struct pay_answer a;
-    int rc = store_write_sync(b->store, intent_begin_apply, op);
+    int rc;
 
-    if (rc != ERR_OK) {
+    if (op->resume_ended) {
+        settle_ended(op, conn);
+        goto out_post;
+    }
+    if ((rc = store_write_sync(b->store, intent_begin_apply, op)) != ERR_OK) {
         fail_unavailable(op, 1,
                          rc == ERR_CONFLICT
                              ? "this attempt was settled meanwhile; retry"

@@ -191,6 +191,7 @@ struct booking_op {
     char booking_id[BOOKING_ID_MAX];
     char refund_id[BOOKING_REFUND_ID_MAX];
     bool resume;       /* checkout: the same attempt again */
+    bool resume_ended; /* ... for a hold that has ended meanwhile */
     bool all_seats;    /* cancel: every seat still booked */
     int retry_after_s; /* with a 503 */
     int64_t booking_version;
