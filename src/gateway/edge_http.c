@@ -161,13 +161,18 @@ static void no_store(struct http_req *req)
     http_set_header(req, "Cache-Control", "no-store");
 }
 
-/* Splits path into at most PATH_SEGS_MAX segments; the count, or -1. */
+/* The segments of a path, pointing into it (not NUL-terminated). */
 struct segs {
     int n;
     const char *s[PATH_SEGS_MAX];
     size_t len[PATH_SEGS_MAX];
 };
 
+/*
+ * Splits path; false when it does not start with '/', has an empty
+ * segment ("//"), or more than PATH_SEGS_MAX.  One trailing '/' is
+ * ignored, as the HTTP layer's routing does.
+ */
 static bool path_split(const char *path, struct segs *out)
 {
     const char *p = path;
@@ -230,11 +235,6 @@ static void respond_invalid(struct http_req *req, const struct verrs *v)
     http_respond_problem_ext(req, 422, "validation-failed", "Validation failed",
                              "the body has errors, listed in errors",
                              json_pack("{s:o}", "errors", verr_to_json(v)));
-}
-
-static void rfc3339(int64_t ms, char out[CLOCK_RFC3339_LEN])
-{
-    clock_format_rfc3339(ms, out);
 }
 
 /* The bearer token of the request, or NULL (nothing answered). */
@@ -849,7 +849,7 @@ void gw_edge_hot_sale(struct http_req *req, void *app)
                                  "the waiting room could not be made");
         return;
     }
-    rfc3339(c.opens_at_ms, opens);
+    clock_format_rfc3339(c.opens_at_ms, opens);
     log_info("gateway", "hot_sale_marked show=%" PRId64 " opens_at=%s rate=%d",
              show, opens, c.rate_per_s);
     http_respond_json(req, 201,
@@ -907,7 +907,7 @@ static json_t *status_json(const struct gw_waitroom *room, int64_t show,
     char pass[GW_WAITROOM_PASS_MAX + 1];
     json_t *o;
 
-    rfc3339(gw_waitroom_config(room)->opens_at_ms, opens);
+    clock_format_rfc3339(gw_waitroom_config(room)->opens_at_ms, opens);
     o = json_pack("{s:I, s:s, s:s, s:s}", "show_id", (json_int_t)show,
                   "visitor", visitor, "state", state_name(st->state),
                   "opens_at", opens);
@@ -926,7 +926,7 @@ static json_t *status_json(const struct gw_waitroom *room, int64_t show,
                             json_integer((json_int_t)st->position));
     if (st->state == GW_WAITROOM_ADMITTED &&
         gw_waitroom_pass(room, st, pass) == ERR_OK) {
-        rfc3339(st->pass_expires_ms, t);
+        clock_format_rfc3339(st->pass_expires_ms, t);
         json_object_set_new(o, "pass", json_string(pass));
         json_object_set_new(o, "pass_expires_at", json_string(t));
     }

@@ -169,7 +169,7 @@ static void answer_free(struct answer *a)
 static void call(int port, const char *method, const char *path,
                  const char *headers, const char *body, struct answer *out)
 {
-    static char buf[65536];
+    static _Thread_local char buf[65536]; /* racers call at once */
     struct sockaddr_in sa = {.sin_family = AF_INET,
                              .sin_port = htons((uint16_t)port)};
     char req[8192];
@@ -567,8 +567,8 @@ static void status(int port, int64_t show, const char *visitor,
 {
     char path[256];
 
-    snprintf(path, sizeof(path), "/v1/shows/%lld/queue/%s", (long long)show,
-             visitor);
+    snprintf(path, sizeof(path), "/v1/shows/%lld/queue/%.*s", (long long)show,
+             GW_WAITROOM_VISITOR_TEXT_MAX, visitor);
     call(port, "GET", path, NULL, NULL, a);
 }
 
@@ -697,6 +697,87 @@ TEST(waiting_room_over_http)
     live_stop(&l);
 }
 
+struct joiner {
+    int port;
+    pthread_barrier_t *go;
+    struct answer a; /* checked by the main thread: CHECK jumps */
+};
+
+static void *join_racer(void *arg)
+{
+    struct joiner *r = arg;
+
+    pthread_barrier_wait(r->go);
+    call(r->port, "POST", "/v1/shows/11/queue", NULL, NULL, &r->a);
+    return NULL;
+}
+
+TEST(concurrent_joins_get_distinct_places)
+{
+    enum { N = 32 };
+    struct live l;
+    struct answer a;
+    struct joiner r[N];
+    pthread_t t[N];
+    pthread_barrier_t go;
+    bool slot_seen[N] = {false};
+    char visitor[N][GW_WAITROOM_VISITOR_TEXT_MAX + 1];
+
+    live_start(&l, 1, 64, false);
+    /* 1000 a second: slot k opens k ms after the opening. */
+    call(l.port, "POST", "/admin/hot-sales",
+         "Authorization: Bearer " ADMIN "\r\n",
+         "{\"show_id\":11,\"opens_at\":\"2027-01-15T08:00:01Z\","
+         "\"rate_per_s\":1000,\"visitors_max\":32}",
+         &a);
+    CHECK_INT(a.status, 201);
+    answer_free(&a);
+    pthread_barrier_init(&go, NULL, N);
+    for (int i = 0; i < N; i++) {
+        r[i] = (struct joiner){.port = l.port, .go = &go};
+        pthread_create(&t[i], NULL, join_racer, &r[i]);
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&go);
+    for (int i = 0; i < N; i++) {
+        CHECK_INT(r[i].a.status, 201);
+        CHECK_STR(json_string_value(json_object_get(r[i].a.body, "state")),
+                  "before-opening");
+        snprintf(visitor[i], sizeof(visitor[i]), "%s",
+                 json_string_value(json_object_get(r[i].a.body, "visitor")));
+        answer_free(&r[i].a);
+    }
+
+    /* After the opening every one was admitted in its own slot. */
+    clock_manual_advance(&clk, 1000 + N);
+    for (int i = 0; i < N; i++) {
+        int64_t slot;
+
+        status(l.port, 11, visitor[i], &a);
+        CHECK_INT(a.status, 200);
+        CHECK_STR(str(&a, "state"), "admitted");
+        answer_free(&a);
+        /* The visitor id's number is its arrival; its slot comes from
+         * the pass's expiry: opening + slot + 300 s. */
+        status(l.port, 11, visitor[i], &a);
+        {
+            const char *pass = str(&a, "pass");
+            const char *exp = strchr(strchr(pass, '.') + 1, '.') + 1;
+
+            slot = strtoll(exp, NULL, 10) - (T0 + 1000) - 300000;
+        }
+        answer_free(&a);
+        CHECK(slot >= 0 && slot < N);
+        CHECK(!slot_seen[slot]);
+        slot_seen[slot] = true;
+    }
+    call(l.port, "POST", "/v1/shows/11/queue", NULL, NULL, &a);
+    CHECK_INT(a.status, 503);
+    answer_free(&a);
+    live_stop(&l);
+}
+
 struct racer {
     int port;
     int i;
@@ -772,5 +853,5 @@ TEST(dispatch_and_scope_table)
 
 HARNESS_MAIN(T(signup_signin_refresh_signout), T(bad_tokens_refused),
              T(signin_limit_over_http), T(admin_routes_and_api_key_scopes),
-             T(waiting_room_over_http), T(full_work_queue_is_503),
-             T(dispatch_and_scope_table))
+             T(waiting_room_over_http), T(concurrent_joins_get_distinct_places),
+             T(full_work_queue_is_503), T(dispatch_and_scope_table))
