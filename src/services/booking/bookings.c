@@ -22,7 +22,7 @@
 #include "metrics/metrics.h"
 #include "services/booking/internal.h"
 
-/* --- reading ------------------------------------------------------------- */
+/* --- reading -------------------------------------------------------------- */
 
 static const char SQL_BOOKING_GET[] =
     "SELECT b.id, b.show_id, b.customer_id, b.hold_id, b.status, b.total, "
@@ -211,7 +211,7 @@ char *booking_render_text(struct store_conn *c, const char *id)
     return text;
 }
 
-/* --- GET /v1/bookings/{id} ----------------------------------------------- */
+/* --- GET /v1/bookings/{id} ------------------------------------------------ */
 
 static bool booking_param(struct http_req *req, const char **id,
                           int64_t *show_id)
@@ -254,8 +254,7 @@ void booking_handle_get_booking(struct http_req *req, void *app)
         http_respond_unavailable(req, 1, "the booking database is unavailable");
 }
 
-/* --- GET /v1/bookings ------------------------------------------------------
- */
+/* --- GET /v1/bookings ----------------------------------------------------- */
 
 static const char SQL_BOOKINGS_PAGE[] =
     "SELECT id, created_at FROM bookings WHERE customer_id = ? AND "
@@ -361,8 +360,7 @@ void booking_handle_list_bookings(struct http_req *req, void *app)
         json_pack("{s:o, s:o}", "bookings", list, "next_cursor", next));
 }
 
-/* --- POST /v1/bookings/{id}/cancel ------------------------------------------
- */
+/* --- POST /v1/bookings/{id}/cancel ---------------------------------------- */
 
 /* {} or no body: every seat left; {"seats": ["A2"]}: those. */
 static bool read_cancel_body(struct http_req *req, struct booking_op *op)
@@ -595,8 +593,7 @@ void booking_op_cancel(struct booking_thread *t, struct booking_op *op,
     }
 }
 
-/* --- the cancellation's write (writer thread) ------------------------------
- */
+/* --- the cancellation's write (writer thread) ----------------------------- */
 
 static const char SQL_SEAT_CANCEL[] =
     "UPDATE booking_seats SET status = 'cancelled', cancelled_at = ? "
@@ -781,7 +778,7 @@ out_free_row:
     return rc;
 }
 
-/* --- memory after a change made off the owner ---------------------------- */
+/* --- memory after a change made off the owner ----------------------------- */
 
 struct freed_seats {
     struct booking *b;

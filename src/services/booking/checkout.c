@@ -37,8 +37,7 @@ static const char *const OUTCOME_NAMES[] = {
     "confirmed", "declined", "failed", "unavailable", "refunded", "refused",
 };
 
-/* --- the request thread ----------------------------------------------------
- */
+/* --- the request thread --------------------------------------------------- */
 
 static bool token_ok(const char *s)
 {
@@ -137,8 +136,7 @@ out_free_op:
     booking_op_free(op);
 }
 
-/* --- the intent ------------------------------------------------------------
- */
+/* --- the intent ----------------------------------------------------------- */
 
 struct intent_row {
     char state[16];
@@ -292,7 +290,7 @@ static bool answer_from_intent(struct booking_thread *t, struct booking_op *op,
     return true;
 }
 
-/* --- the owner thread ---------------------------------------------------- */
+/* --- the owner thread ----------------------------------------------------- */
 
 static const char SQL_OTHER_OPEN_INTENT[] =
     "SELECT id FROM intents WHERE hold_id = ? AND id != ? AND "
@@ -372,6 +370,11 @@ void booking_op_checkout(struct booking_thread *t, struct booking_op *op,
     free(h.seats);
 
     rc = intent_read(t->conn, op->intent_id, &in);
+    if (rc != ERR_OK && rc != ERR_NOTFOUND) {
+        fail_unavailable(op, 1, "the booking database is unavailable");
+        finish_refused(t, op);
+        return;
+    }
     if (rc == ERR_OK && answer_from_intent(t, op, &in)) {
         if (op->status == 201)
             op->idem_stored = false; /* stored again if the record aged */
@@ -417,8 +420,7 @@ void booking_op_checkout(struct booking_thread *t, struct booking_op *op,
     booking_pay_queue(b->pay, checkout_work, op);
 }
 
-/* --- the payment worker ----------------------------------------------------
- */
+/* --- the payment worker --------------------------------------------------- */
 
 static const char SQL_INTENT_ADD[] =
     "INSERT OR IGNORE INTO intents (id, hold_id, show_id, customer_id, "
@@ -631,8 +633,7 @@ static void on_checkout_settled(void *thread_data, void *arg)
     booking_op_finish(op);
 }
 
-/* --- settling a charge (worker or reconciler) ------------------------------
- */
+/* --- settling a charge (worker or reconciler) ----------------------------- */
 
 static const char SQL_HOLD_CONVERT[] =
     "UPDATE holds SET status = 'converted', ended_at = ?, "

@@ -55,7 +55,7 @@ struct booking_relay {
     uint64_t relayed;
 };
 
-/* --- writing events (the store's writer thread) ------------------------- */
+/* --- writing events (the store's writer thread) --------------------------- */
 
 static const char SQL_OUTBOX_ADD[] =
     "INSERT OR IGNORE INTO outbox (event_id, topic, body, created_at) "
@@ -89,7 +89,7 @@ out_free_text:
     return rc;
 }
 
-/* --- the relay thread ---------------------------------------------------- */
+/* --- the relay thread ----------------------------------------------------- */
 
 static const char SQL_OUTBOX_UNSENT[] =
     "SELECT id, event_id, topic, body FROM outbox WHERE sent_at IS NULL "
@@ -262,7 +262,7 @@ static void *relay_main(void *arg)
     return NULL;
 }
 
-/* --- start and stop ------------------------------------------------------ */
+/* --- start and stop ------------------------------------------------------- */
 
 void booking_relay_wake(struct booking_relay *r)
 {

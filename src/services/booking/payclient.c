@@ -51,7 +51,7 @@ struct booking_pay {
     struct gw_breaker breaker;
 };
 
-/* --- the worker pool ---------------------------------------------------- */
+/* --- the worker pool ------------------------------------------------------ */
 
 static void *worker_main(void *arg)
 {
@@ -172,7 +172,7 @@ void booking_pay_queue(struct booking_pay *p,
     pthread_mutex_unlock(&p->lock);
 }
 
-/* --- the breaker -------------------------------------------------------- */
+/* --- the breaker ---------------------------------------------------------- */
 
 static void breaker_gauge(struct booking_pay *p, enum gw_breaker_state st)
 {

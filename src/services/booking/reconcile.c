@@ -48,8 +48,7 @@ struct booking_reconciler {
     bool woken, stopping;
 };
 
-/* --- refunds ----------------------------------------------------------------
- */
+/* --- refunds -------------------------------------------------------------- */
 
 struct refund_row {
     char id[BOOKING_REFUND_ID_MAX];
@@ -244,8 +243,7 @@ static size_t refunds_round(struct booking_reconciler *r, int64_t now)
     return n;
 }
 
-/* --- open intents ----------------------------------------------------------
- */
+/* --- open intents --------------------------------------------------------- */
 
 static const char SQL_INTENTS_OPEN[] =
     "SELECT id FROM intents WHERE state IN ('pending', 'unsent') AND "
@@ -328,8 +326,7 @@ static size_t intents_round(struct booking_reconciler *r, int64_t now)
     return n;
 }
 
-/* --- cancelled shows -------------------------------------------------------
- */
+/* --- cancelled shows ------------------------------------------------------ */
 
 static const char SQL_CANCELLED_BOOKINGS[] =
     "SELECT b.id FROM bookings b JOIN shows s ON s.id = b.show_id "
@@ -403,8 +400,7 @@ static void show_holds_round(struct booking_reconciler *r, int64_t now)
     (void)store_submit_exec(r->b->store, SQL_CANCELLED_HOLDS, now);
 }
 
-/* --- the thread ------------------------------------------------------------
- */
+/* --- the thread ----------------------------------------------------------- */
 
 static const char SQL_REFUNDS_PENDING[] =
     "SELECT count(*) FROM refunds WHERE state = 'due'";
