@@ -12,7 +12,10 @@ unquoted value with a space, a missing level) fails the test with the line.
 import json
 import os
 import re
+import shutil
 import subprocess
+import tempfile
+import time
 import unittest
 
 from support import Service, free_port, marquee_bin, repo_path
@@ -139,6 +142,45 @@ class LogFormatTest(unittest.TestCase):
             self.assertIn("payment: provider_started",
                           seen.get("info", set()))
             self.assertIn("http: stopped", seen.get("info", set()))
+
+    def test_notify(self):
+        """Notify's start (with the demo key's warning), a ticket issued
+        from the queue, a poison event retried, requests and stop."""
+        tmp = tempfile.mkdtemp(prefix="marquee-logs-notify-")
+        queue = os.path.join(tmp, "queue.db")
+        event = {"id": "logs-1", "type": "booking.confirmed",
+                 "booking_id": "7-logs", "show_id": 7,
+                 "customer_id": "cust-logs", "seats": ["A1"],
+                 "total": 1000, "currency": "INR", "occurred_at": 1}
+        try:
+            with Service("notify", flags={"mq.path": queue,
+                                          "notify.retry_ms": "50",
+                                          "http.access_log": "true"}) as n:
+                for mid, body in (("m-1", json.dumps(event)),
+                                  ("m-2", "not json")):
+                    subprocess.run(
+                        [marquee_bin(), "mq", "publish",
+                         f"--mq.path={queue}", "--topic=booking.confirmed",
+                         f"--id={mid}", f"--body={body}"],
+                        env=n.env, check=True, stdout=subprocess.DEVNULL,
+                        timeout=30)
+                deadline = time.monotonic() + 15
+                while "event_failed" not in n.log() or n.request(
+                        "GET", "/v1/tickets/7-logs",
+                        headers={"X-Customer-Id": "cust-logs"})[0] != 200:
+                    self.assertLess(time.monotonic(), deadline, n.log())
+                    time.sleep(0.05)
+                self.assertEqual(n.stop(), 0)
+                seen = self.check_lines("notify", log_lines(n))
+                self.assertIn("http: request", seen.get("debug", set()))
+                self.assertIn("notify: consumer_started",
+                              seen.get("info", set()))
+                self.assertIn("notify: ticket_issued", seen.get("info", set()))
+                self.assertIn("notify: demo_ticket_key",
+                              seen.get("warn", set()))
+                self.assertIn("notify: event_failed", seen.get("warn", set()))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def test_loadgen(self):
         """The load generator logs its start and progress the same way."""
