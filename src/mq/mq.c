@@ -429,11 +429,13 @@ int mq_open(const struct mq_config *cfg, struct mq **out)
     rc = ops->open(&q->cfg, &q->backend);
     if (rc != ERR_OK)
         goto out_free_mq;
+    /* The RabbitMQ backend logs its broker itself (without the password
+     * of mq.url); mq.path means nothing to it. */
     log_info("mq",
              "open backend=%s path=\"%s\" max_attempts=%d lease_ms=%d "
              "prefetch=%d",
-             ops->name, q->path, q->cfg.max_attempts, q->cfg.lease_ms,
-             q->cfg.prefetch);
+             ops->name, ops == &mq_sqlite_ops ? q->path : "-",
+             q->cfg.max_attempts, q->cfg.lease_ms, q->cfg.prefetch);
     *out = q;
     return ERR_OK;
 

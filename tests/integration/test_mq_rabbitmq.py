@@ -13,6 +13,10 @@ and starts it again) and then "kill" (SIGKILL, then start); it writes
 "stop.done" and "kill.done" when the broker is back.  The case then
 checks that every message the broker had confirmed is delivered.
 
+ServicesOnRabbitMqTest runs the real catalog and booking with
+mq.backend=rabbitmq: a show scheduled in the catalog reaches booking
+through its outbox, the broker and booking's consumer, unchanged code.
+
 The queue is declared before the graceful restart, so the crash finds it
 long settled.  RabbitMQ 3.10.8 can lose a quorum queue that was declared
 moments before the node is killed (it comes back leaderless and empty):
@@ -27,10 +31,31 @@ import threading
 import time
 import unittest
 
+import datetime
+
 import rabbit
-from support import SANITIZER_ENV, marquee_bin
+from support import SANITIZER_ENV, Service, marquee_bin
 
 RUN_TIMEOUT_S = 240.0
+EVENT_WAIT_S = 20.0  # a show event through outbox, broker and consumer
+TOKEN = "rabbit-test-token"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+LAYOUT = {
+    "categories": [{"code": "classic", "name": "Classic"}],
+    "rows": [{"label": "A", "category": "classic", "seats": [1, 2, 3]}],
+}
+
+broker = None
+
+
+def setUpModule():
+    """One broker for every test of the module: it takes seconds."""
+    global broker
+    if not rabbit.available():
+        raise unittest.SkipTest("rabbitmq-server is not installed")
+    broker = rabbit.RabbitBroker()
+    unittest.addModuleCleanup(broker.close)
+    broker.start()
 PHASE_WAIT_S = 120.0
 PHASES = ("stop", "kill")
 CASE_LINE = re.compile(r"^(ok|FAIL) +(\w+)(?::\s*(.*))?$")
@@ -45,20 +70,13 @@ def unit_binary(name):
     return path
 
 
-@unittest.skipUnless(rabbit.available(), "rabbitmq-server is not installed")
 class RabbitMqUnitTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.broker = rabbit.RabbitBroker()
-        cls.addClassCleanup(cls.broker.close)
-        cls.broker.start()
-
     def run_unit(self, name, extra_env=None):
         """Runs a unit binary on the broker; returns its output."""
         env = dict(os.environ)
         for key, value in SANITIZER_ENV.items():
             env.setdefault(key, value)
-        env["MARQUEE_MQ_URL"] = self.broker.url
+        env["MARQUEE_MQ_URL"] = broker.url
         env.update(extra_env or {})
         proc = subprocess.run(
             [unit_binary(name)], env=env, stdin=subprocess.DEVNULL,
@@ -119,12 +137,61 @@ class RabbitMqUnitTest(unittest.TestCase):
                     return
                 time.sleep(0.05)
             if phase == "kill":
-                self.broker.kill()
+                broker.kill()
             else:
-                self.broker.stop()
-            self.broker.start()
+                broker.stop()
+            broker.start()
             with open(os.path.join(directory, phase + ".done"), "w"):
                 pass
+
+
+class ServicesOnRabbitMqTest(unittest.TestCase):
+    """A catalog and a booking whose show events go through the broker."""
+
+    def test_show_event_reaches_booking_through_rabbitmq(self):
+        mq = {"mq.backend": "rabbitmq", "mq.url": broker.url}
+        with Service("catalog", flags={"catalog.admin_token": TOKEN,
+                                       "catalog.events": "outbox",
+                                       **mq}) as catalog, \
+             Service("booking", flags={"booking.catalog_url": catalog.url,
+                                       "booking.events": "queue",
+                                       **mq}) as booking:
+            show = self.schedule_show(catalog)
+            event = f"show.{show['id']}.v1"
+            deadline = time.monotonic() + EVENT_WAIT_S
+            while not any("show_event_handled source=queue" in line
+                          and f" id={event} " in line
+                          for line in booking.log().splitlines()):
+                self.assertLess(time.monotonic(), deadline,
+                                f"booking never handled {event}:\n"
+                                f"{booking.log_tail()}")
+                time.sleep(0.1)
+            self.assertIn("backend=rabbitmq", booking.log())
+
+    def schedule_show(self, catalog):
+        def post(path, body):
+            status, _, data = catalog.json("POST", path, body, ADMIN)
+            self.assertEqual(status, 201, data)
+            return data
+
+        city = post("/v1/admin/cities", {
+            "name": "Rabbitpur", "slug": "rabbitpur",
+            "utc_offset_minutes": 330, "currency": "INR"})
+        cinema = post("/v1/admin/cinemas", {
+            "city_id": city["id"], "name": "Broker Talkies",
+            "address": "5672 AMQP Road"})
+        screen = post(f"/v1/admin/cinemas/{cinema['id']}/screens",
+                      {"name": "Screen 1", "layout": LAYOUT})
+        movie = post("/v1/admin/movies", {
+            "title": "The Quorum", "language": "Hindi", "genres": ["drama"],
+            "duration_minutes": 100, "certificate": "U",
+            "release_date": "2026-11-01"})
+        day = (datetime.datetime.now(datetime.timezone.utc).date()
+               + datetime.timedelta(days=3))
+        return post("/v1/admin/shows", {
+            "movie_id": movie["id"], "screen_id": screen["id"],
+            "starts_at": f"{day.isoformat()}T18:00:00Z",
+            "prices": {"classic": 20000}})
 
 
 if __name__ == "__main__":

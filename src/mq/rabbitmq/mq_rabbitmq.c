@@ -76,7 +76,7 @@ struct mq_backend {
     struct amqp_connection_info ci;
     amqp_connection_state_t conn; /* NULL while disconnected */
     bool scratch_open;
-    bool failing;        /* the last connect failed: log the recovery */
+    int failures;        /* connects failed since the last success */
     int64_t retry_at_ms; /* monotonic: no connect before */
     int backoff_ms;
     int64_t lease; /* epoch of channel 2's deliveries, > 0 */
@@ -356,21 +356,20 @@ static int mqr_connected(struct mq_backend *b)
         if (b->backoff_ms > MQR_BACKOFF_MS_MAX)
             b->backoff_ms = MQR_BACKOFF_MS_MAX;
         b->retry_at_ms = now + b->backoff_ms;
-        if (!b->failing)
+        if (b->failures++ == 0)
             log_warn("mq",
                      "rabbitmq_connect_failed host=%s port=%d vhost=%s "
                      "err=%s retry_in_ms=%d",
                      b->ci.host, b->ci.port, b->ci.vhost, err_name(rc),
                      b->backoff_ms);
-        b->failing = true;
         return rc == ERR_TIMEOUT || rc == ERR_NOMEM ? rc : ERR_IO;
     }
-    if (b->failing)
+    if (b->failures > 0)
         log_info("mq",
                  "rabbitmq_connected host=%s port=%d vhost=%s "
-                 "after_failures=1",
-                 b->ci.host, b->ci.port, b->ci.vhost);
-    b->failing = false;
+                 "failed_connects=%d",
+                 b->ci.host, b->ci.port, b->ci.vhost, b->failures);
+    b->failures = 0;
     b->backoff_ms = 0;
     return ERR_OK;
 }
@@ -691,10 +690,14 @@ static int mqr_expire_leases(struct mq_backend *b, int *dead)
 
 /* Claiming --------------------------------------------------------------- */
 
-/* Fills m from a delivered message; false if it is not one of ours. */
-static bool mqr_message_fill(struct mq_message *m, const char *queue,
-                             const amqp_message_t *msg, uint64_t tag,
-                             int64_t lease, int64_t base_attempts)
+/*
+ * Fills m from a delivered message of at most MQ_BODY_MAX bytes: ERR_OK,
+ * ERR_NOMEM, or ERR_INVALID when it lacks the id or topic every mq
+ * publish sets (published around mq).
+ */
+static int mqr_message_fill(struct mq_message *m, const char *queue,
+                            const amqp_message_t *msg, uint64_t tag,
+                            int64_t lease)
 {
     const amqp_basic_properties_t *p = &msg->properties;
     const amqp_table_t *h =
@@ -715,12 +718,12 @@ static bool mqr_message_fill(struct mq_message *m, const char *queue,
         mqr_field_text(mqr_table_get(h, MQR_H_ERROR), m->error,
                        sizeof(m->error));
     }
-    m->attempt = (int)(base_attempts + earlier + returns + 1);
-    if (m->body == NULL && mq_message_body_alloc(m, msg->body.len) == NULL)
-        return false;
+    m->attempt = (int)(earlier + returns + 1);
+    if (mq_message_body_alloc(m, msg->body.len) == NULL)
+        return ERR_NOMEM;
     if (msg->body.len > 0)
         memcpy(m->body, msg->body.bytes, msg->body.len);
-    return m->id[0] != '\0' && m->topic[0] != '\0';
+    return m->id[0] != '\0' && m->topic[0] != '\0' ? ERR_OK : ERR_INVALID;
 }
 
 /* Moves a delivery we hold to Q:dead ourselves, with its error kept. */
@@ -770,8 +773,7 @@ static int mqr_get_one(struct mq_backend *b, const char *queue,
     amqp_rpc_reply_t r;
     amqp_message_t msg;
     uint64_t tag;
-    bool ours;
-    int rc;
+    int fill, rc;
 
     *got = MQR_EMPTY;
     r = amqp_basic_get(b->conn, MQR_CH_CLAIM, amqp_cstring_bytes(queue), 0);
@@ -785,11 +787,19 @@ static int mqr_get_one(struct mq_backend *b, const char *queue,
         return rc;
 
     *got = MQR_SKIPPED;
-    ours = msg.body.len <= MQ_BODY_MAX &&
-           mqr_message_fill(m, queue, &msg, tag, b->lease, 0);
+    fill = msg.body.len <= MQ_BODY_MAX
+               ? mqr_message_fill(m, queue, &msg, tag, b->lease)
+               : ERR_TOOBIG;
     amqp_destroy_message(&msg);
     amqp_maybe_release_buffers_on_channel(b->conn, MQR_CH_CLAIM);
-    if (!ours) {
+    if (fill == ERR_NOMEM) {
+        /* Ours to deliver later: back to the queue, as a return. */
+        *got = MQR_EMPTY;
+        rc = mqr_status(b, amqp_basic_reject(b->conn, MQR_CH_CLAIM, tag, 1),
+                        "reject");
+        return rc != ERR_OK ? rc : ERR_NOMEM;
+    }
+    if (fill != ERR_OK) {
         log_warn("mq", "dead_lettered queue=%s id=%s err=\"not an mq message\"",
                  queue, m->id);
         free(m->body);
@@ -1039,7 +1049,10 @@ static int mqr_dead_scan(struct mq_backend *b, const char *queue,
             amqp_destroy_message(&msg);
             continue;
         }
-        mqr_message_fill(&m, queue, &msg, 0, 0, 0);
+        if (mqr_message_fill(&m, queue, &msg, 0, 0) == ERR_NOMEM) {
+            amqp_destroy_message(&msg);
+            return ERR_NOMEM;
+        }
         mqr_dead_fill(b, &m, &msg);
         amqp_destroy_message(&msg);
         amqp_maybe_release_buffers_on_channel(b->conn, MQR_CH_SCRATCH);
