@@ -78,7 +78,7 @@ struct clock;
      "the window of the sign-in limits, from its first failure"},              \
     {"gateway.auth_workers", CONFIG_INT, "2", 1, GW_AUTH_WORKERS_MAX,          \
      "threads that hash passwords and write accounts"},                        \
-    {"gateway.auth_queue_max", CONFIG_INT, "256", 1, 65536,                    \
+    {"gateway.auth_queue_max", CONFIG_INT, "32", 1, 65536,                     \
      "account requests waiting for a worker; more get 503"},                   \
     {"gateway.waitroom.visitors_max", CONFIG_INT, "200000", 1, 4194304,        \
      "visitors of one waiting room when the hot sale does not say"},           \
