@@ -84,7 +84,8 @@ struct gw_accounts {
 
     pthread_mutex_t limit_lock;
     unsigned char limit_key[crypto_shorthash_KEYBYTES];
-    struct signin_slot *slots; /* GW_SIGNIN_TRACK_MAX */
+    struct signin_slot *slots; /* track slots */
+    size_t track;
 
     pthread_mutex_t create_lock; /* one key creation at a time */
     pthread_rwlock_t keys_lock;
@@ -196,20 +197,31 @@ static uint64_t limit_hash(struct gw_accounts *a, char kind, const char *s)
     return v == 0 ? 1 : v;
 }
 
+/* Whether s is a worse keeper than best: fewer failures, then older. */
+static bool evict_before(const struct signin_slot *s,
+                         const struct signin_slot *best)
+{
+    return best == NULL || s->fails < best->fails ||
+           (s->fails == best->fails && s->start_ms < best->start_ms);
+}
+
 /*
  * The slot of h, its count reset when its window is over.  A new key
- * takes a free or stale slot of the probed run, else the one whose window
- * started first.  Locked by the caller.
+ * takes a free or stale slot of the probed run, else the live one with
+ * the fewest failures (the oldest of those): a flood of one-off failures
+ * from many addresses then pushes out its own kind before it could free
+ * an account that reached its limit.  Locked by the caller.
  */
 static struct signin_slot *limit_slot(struct gw_accounts *a, uint64_t h,
                                       int64_t now)
 {
-    struct signin_slot *free_slot = NULL, *oldest = NULL, *victim;
-    size_t at = (size_t)(h % GW_SIGNIN_TRACK_MAX);
+    struct signin_slot *free_slot = NULL, *weakest = NULL, *victim;
+    size_t at = (size_t)(h % a->track);
+    size_t probes =
+        a->track < GW_SIGNIN_PROBE_MAX ? a->track : GW_SIGNIN_PROBE_MAX;
 
-    for (int i = 0; i < GW_SIGNIN_PROBE_MAX; i++) {
-        struct signin_slot *s =
-            &a->slots[(at + (size_t)i) % GW_SIGNIN_TRACK_MAX];
+    for (size_t i = 0; i < probes; i++) {
+        struct signin_slot *s = &a->slots[(at + i) % a->track];
         bool stale = s->h == 0 || now >= s->start_ms + a->cfg.fail_window_ms;
 
         if (s->h == h) {
@@ -219,10 +231,10 @@ static struct signin_slot *limit_slot(struct gw_accounts *a, uint64_t h,
         }
         if (stale && free_slot == NULL)
             free_slot = s;
-        else if (!stale && (oldest == NULL || s->start_ms < oldest->start_ms))
-            oldest = s;
+        else if (!stale && evict_before(s, weakest))
+            weakest = s;
     }
-    victim = free_slot != NULL ? free_slot : oldest;
+    victim = free_slot != NULL ? free_slot : weakest;
     victim->h = h;
     victim->fails = 0;
     return victim;
@@ -664,7 +676,8 @@ int gw_accounts_open(const struct store_config *sc,
     if (a == NULL)
         return ERR_NOMEM;
     a->cfg = *cfg;
-    a->slots = calloc(GW_SIGNIN_TRACK_MAX, sizeof(*a->slots));
+    a->track = cfg->track_max > 0 ? cfg->track_max : GW_SIGNIN_TRACK_MAX;
+    a->slots = calloc(a->track, sizeof(*a->slots));
     a->keys = calloc(KEY_SLOTS, sizeof(*a->keys));
     if (a->slots == NULL || a->keys == NULL) {
         rc = ERR_NOMEM;

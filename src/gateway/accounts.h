@@ -23,9 +23,11 @@
  * first failure, and once account_fails (or address_fails) failures are
  * counted in it, sign-ins for that account (address) are refused until
  * the window ends, without checking the password.  A success clears the
- * account's count, not the address's.  The table holds
- * GW_SIGNIN_TRACK_MAX keys; past that the oldest window in the probed
- * run is forgotten.  Time comes from the injected clock (wall ms).
+ * account's count, not the address's.  The table holds track_max keys
+ * (GW_SIGNIN_TRACK_MAX by default); past that, of the GW_SIGNIN_PROBE_MAX
+ * slots probed for a new key, the one with the fewest failures (then the
+ * oldest) is forgotten, so that a flood of one-off failures cannot free a
+ * limited account.  Time comes from the injected clock (wall ms).
  *
  * Every function that touches the database or hashes a password blocks
  * (a hash takes tens of ms): call them from worker threads, never from an
@@ -96,6 +98,7 @@ struct gw_accounts_config {
     int account_fails;           /* failed sign-ins per account per window */
     int address_fails;           /* failed sign-ins per address per window */
     int64_t fail_window_ms;
+    size_t track_max; /* sign-in limit slots; 0: the default */
 };
 
 /* Whether opslimit and memlimit are within libsodium's Argon2id bounds. */

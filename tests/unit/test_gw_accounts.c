@@ -327,6 +327,34 @@ TEST(signin_limited_per_address)
     fx_done(&f);
 }
 
+TEST(flood_of_addresses_cannot_free_a_limited_account)
+{
+    struct fixture f;
+    struct gw_session s;
+    int64_t wait;
+
+    /* A table of 16 slots, so that a flood overflows it many times. */
+    fx_init(&f);
+    gw_accounts_close(f.a);
+    f.cfg.track_max = 16;
+    fx_open(&f);
+    signup(&f, "ann@example.com");
+    for (int i = 0; i < 5; i++)
+        CHECK_INT(signin(&f, "ann@example.com", "bad pw 123", "a", &s, &wait),
+                  ERR_DENIED);
+    /* 200 one-off failures, each of a new email from a new address. */
+    for (int i = 0; i < 200; i++) {
+        char email[64], addr[32];
+
+        snprintf(email, sizeof(email), "bot%d@example.com", i);
+        snprintf(addr, sizeof(addr), "203.0.113.%d", i);
+        CHECK_INT(signin(&f, email, "guess 1234", addr, &s, &wait), ERR_DENIED);
+    }
+    CHECK_INT(signin(&f, "ann@example.com", "correct horse", "b", &s, &wait),
+              ERR_AGAIN);
+    fx_done(&f);
+}
+
 struct racer {
     struct fixture *f;
     pthread_barrier_t *go;
@@ -451,5 +479,6 @@ HARNESS_MAIN(T(signup_and_signin),
              T(refresh_expires_and_family_has_a_maximum),
              T(revoke_ends_the_family), T(signin_limited_per_account),
              T(signin_limited_per_address),
-             T(signin_limit_holds_under_concurrency), T(api_keys_with_scopes),
-             T(email_normalization))
+             T(signin_limit_holds_under_concurrency),
+             T(flood_of_addresses_cannot_free_a_limited_account),
+             T(api_keys_with_scopes), T(email_normalization))
