@@ -8,10 +8,12 @@
  * routes file inside the handler.
  */
 #include <errno.h>
+#include <libgen.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "base/config.h"
 #include "base/err.h"
@@ -339,6 +341,27 @@ static void static_dir_resolve(struct gateway *gw, const char *dir)
     }
 }
 
+/*
+ * The folder of the accounts database, made when missing (its default,
+ * var/, is the runtime data folder, absent from a fresh checkout or a
+ * test's temporary folder).  One level only: a deeper missing path is a
+ * mistake the database's open reports.
+ */
+static void accounts_dir_make(const char *path)
+{
+    char copy[PATH_MAX], text[GW_ERR_MAX];
+    const char *dir;
+
+    if (snprintf(copy, sizeof(copy), "%s", path) >= (int)sizeof(copy))
+        return;
+    dir = dirname(copy);
+    if (strcmp(dir, ".") == 0 || strcmp(dir, "/") == 0)
+        return;
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        log_warn("gateway", "accounts_dir_failed path=\"%s\" error=\"%s\"",
+                 gw_log_text(dir, text, sizeof(text)), strerror(errno));
+}
+
 /* The admin routes, then one {segment} pattern per method and depth. */
 static size_t build_routes(struct http_route *routes,
                            char patterns[][GW_PATTERN_MAX])
@@ -621,6 +644,7 @@ int gateway_main(int argc, char **argv)
         if (rc != ERR_OK)
             goto out_traffic;
     }
+    accounts_dir_make(config_str(&cfg, "gateway.accounts.path"));
     if (gw_edge_open(&cfg, &gw->edge) != ERR_OK)
         goto out_traffic;
 
