@@ -981,6 +981,38 @@ static void row_i2_intents(struct check_run *r, sqlite3_stmt *st)
            "does not have");
 }
 
+/*
+ * What booking acknowledged: a 201 stored under an Idempotency-Key is the
+ * answer a client got, written in the transaction of the hold or booking
+ * it names.  A checkout's answer has a charge_id, a hold's does not.
+ */
+static const char SQL_I2_ACKED[] =
+    "SELECT i.customer_id, i.key, json_extract(i.response, '$.id'), "
+    "  json_extract(i.response, '$.charge_id') IS NOT NULL "
+    "FROM main.idempotency i "
+    "WHERE i.status = 201 AND json_valid(i.response) AND "
+    "  json_type(i.response, '$.id') = 'text' AND "
+    "  CASE WHEN json_extract(i.response, '$.charge_id') IS NOT NULL "
+    "  THEN NOT EXISTS (SELECT 1 FROM main.bookings b "
+    "    WHERE b.id = json_extract(i.response, '$.id')) "
+    "  ELSE json_type(i.response, '$.max_expires_at') IS NOT NULL AND "
+    "    NOT EXISTS (SELECT 1 FROM main.holds h "
+    "    WHERE h.id = json_extract(i.response, '$.id')) END";
+
+static void row_i2_acked(struct check_run *r, sqlite3_stmt *st)
+{
+    bool booking = col_i(st, 3) != 0;
+
+    report(r, INV_I2, false,
+           booking ? "acknowledged-booking-lost" : "acknowledged-hold-lost",
+           json_pack("{s:s?, s:s?, s:s?}", "customer_id", col_s(st, 0),
+                     "idempotency_key", col_s(st, 1),
+                     booking ? "booking_id" : "hold_id", col_s(st, 2)),
+           "booking answered 201 with this %s under the key, and does not "
+           "have it",
+           booking ? "booking" : "hold");
+}
+
 /* --- opening ------------------------------------------------------------- */
 
 /* The tables each database must have, schema by schema. */
@@ -992,7 +1024,7 @@ static const struct check_schema schemas[] = {
     {"main",
      "booking",
      {"shows", "seats", "holds", "intents", "bookings", "booking_seats",
-      "refunds", "outbox", NULL}},
+      "refunds", "outbox", "idempotency", NULL}},
     {"pay", "payment", {"charges", "refunds", NULL}},
 };
 
@@ -1180,6 +1212,7 @@ static const struct check_query queries[] = {
     {INV_I1, false, "I1 sold seats", SQL_I1_SOLD, row_i1_sold},
     {INV_I2, true, "I2 tickets", SQL_I2_TICKETS, row_i2_tickets},
     {INV_I2, false, "I2 confirmed attempts", SQL_I2_INTENTS, row_i2_intents},
+    {INV_I2, false, "I2 acknowledged answers", SQL_I2_ACKED, row_i2_acked},
     {INV_I3, false, "I3 charges", SQL_CHARGES, row_charges},
     {INV_I3, false, "I3 bookings", SQL_BOOKING_CHARGE, row_booking_charge},
     {INV_I3, false, "I3 refunding attempts", SQL_REFUNDING_UNCHARGED,

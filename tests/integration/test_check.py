@@ -48,6 +48,8 @@ def run_check(paths, *extra):
         if "summary" in obj:
             summary = obj["summary"]
         elif "invariant" in obj:
+            # Every finding names what it is about.
+            assert set(obj) - {"invariant", "status", "kind", "detail"}, obj
             findings.append(obj)
     return proc.returncode, findings, summary, proc.stdout, proc.stderr
 
@@ -406,6 +408,21 @@ class CheckTest(CheckoutCase):
         self.assertEqual([f["booking_id"] for f in found], [kept["id"]])
         found = self.broken(paths, "I2", "ticket-without-booking")
         self.assertEqual([f["booking_id"] for f in found], [kept["id"]])
+        found = self.broken(paths, "I2", "acknowledged-booking-lost")
+        self.assertEqual([f["booking_id"] for f in found], [kept["id"]])
+
+    def test_acknowledged_hold_lost(self):
+        paths = self.copy()
+        live = self.world["live"]["id"]
+        self.edit(paths["booking"],
+                  ("UPDATE seats SET state = 0, hold_id = NULL, "
+                   "expires_at = 0 WHERE hold_id = ?", (live,)),
+                  ("DELETE FROM holds WHERE id = ?", (live,)))
+        found = self.broken(paths, "I2", "acknowledged-hold-lost")
+        self.assertEqual([(f["hold_id"], f["customer_id"]) for f in found],
+                         [(live, "cust-2")])
+        _, findings, summary, out, _ = run_check(paths, "--grace-ms=0")
+        self.assertEqual(summary["violations_total"], 1, out)
 
     def test_limit_prints_fewer_and_counts_all(self):
         paths = self.copy()
