@@ -51,7 +51,6 @@
 #define MQR_KNOWN_MAX      64     /* queues a handle remembers exist */
 #define MQR_DEAD_SCAN_MAX  1024   /* dead letters one list or requeue reads */
 #define MQR_QNAME_MAX      (MQ_NAME_MAX + 8) /* "Q:retry" and "Q:dead" */
-#define MQR_TYPE_MAX       255               /* bytes of an AMQP short string */
 
 /* Headers this backend reads and writes. */
 #define MQR_H_ATTEMPTS "x-mq-attempts" /* deliveries of earlier copies */
