@@ -171,6 +171,7 @@ static json_t *instance_json(const struct up_instance *in, int64_t now_ms)
 
     snprintf(addr, sizeof(addr), "127.0.0.1:%d", in->port);
     json_object_set_new(o, "address", json_string(addr));
+    json_object_set_new(o, "in_registry", json_boolean(up_in_registry(in)));
     if (in->state == UP_READY)
         json_object_set_new(o, "up_ms",
                             json_integer((json_int_t)(now_ms - in->ready_ms)));

@@ -63,7 +63,8 @@ int up_role_count(const struct up_role *r)
 
 bool up_in_registry(const struct up_instance *in)
 {
-    return in->state == UP_READY && !in->killed && !in->retiring;
+    return in->state == UP_READY && !in->killed && !in->retiring &&
+           !in->must_leave;
 }
 
 static bool port_used(const struct up *up, int port)
@@ -296,6 +297,12 @@ static void instance_died(struct up *up, struct up_instance *in, int64_t now_ms)
              (unsigned long long)in->restarts);
     if (in->state == UP_READY)
         up->registry_dirty = true;
+    /* The gateway keeps an instance's state (ejection, health) while the
+     * registry names it; one that died and came back before the gateway
+     * read the registry would come back still ejected.  So it rejoins only
+     * once the gateway has dropped it. */
+    in->must_leave = true;
+    in->died_ms = now_ms;
     in->state = UP_BACKOFF;
     in->restart_at_ms = now_ms + delay;
     in->killed = false;
@@ -338,6 +345,24 @@ static void instance_kill(struct up_instance *in, enum up_reason why)
     in->kill_reason = why;
 }
 
+static bool gateway_lists(const struct up *up, const struct up_instance *in);
+
+/* Whether the gateway's view since the instance died no longer names it. */
+static void leave_check(struct up *up, struct up_instance *in, int64_t now_ms)
+{
+    struct up_role *g = up_role_find(up, "gateway");
+    bool gateway_up =
+        g != NULL && g->inst[0].state == UP_READY && !g->inst[0].killed;
+
+    if (!in->must_leave)
+        return;
+    if (gateway_up && now_ms - in->died_ms < UP_LEAVE_WAIT_MS &&
+        (up->pools_ms <= in->died_ms || gateway_lists(up, in)))
+        return;
+    in->must_leave = false;
+    up->registry_dirty = true;
+}
+
 static void tick_starting(struct up *up, struct up_instance *in, int64_t now_ms)
 {
     if (in->killed || now_ms < in->next_check_ms)
@@ -361,6 +386,7 @@ static void tick_starting(struct up *up, struct up_instance *in, int64_t now_ms)
 
 static void tick_ready(struct up *up, struct up_instance *in, int64_t now_ms)
 {
+    leave_check(up, in, now_ms);
     if ((in->attempt > 0 || in->crash_loop) &&
         now_ms - in->ready_ms >= up->backoff_reset_ms) {
         if (in->crash_loop)

@@ -40,6 +40,7 @@ struct metrics_series;
 #define UP_NAME_MAX      32   /* "booking-12" */
 #define UP_ATTEMPT_MAX   64   /* backoff attempts counted */
 #define UP_STOP_GRACE_MS 2000 /* after SIGKILL, until the exit is seen */
+#define UP_LEAVE_WAIT_MS 5000 /* most a restarted instance waits to rejoin */
 
 enum up_state {
     UP_EMPTY,    /* slot unused */
@@ -68,7 +69,9 @@ struct up_instance {
     bool retiring;      /* scaled down: not restarted when it exits */
     bool reserved;      /* port chosen at start, process not yet made */
     bool left_gateway;  /* draining: the gateway lists it no more */
-    bool killed;        /* SIGKILL sent */
+    bool must_leave;    /* died: joins only once the gateway dropped it */
+    int64_t died_ms;
+    bool killed; /* SIGKILL sent */
     enum up_reason kill_reason;
     bool crash_loop;
     uint64_t restarts;
