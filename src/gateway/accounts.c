@@ -74,7 +74,8 @@ struct key_slot {
     unsigned char digest[SHA256_DIGEST_LENGTH];
     int64_t id;
     unsigned scopes;
-    bool used;
+    bool used;    /* taken: probing goes on past it */
+    bool revoked; /* taken until a restart, found by nobody */
 };
 
 struct gw_accounts {
@@ -344,7 +345,7 @@ bool gw_accounts_key_find(struct gw_accounts *a, const char *key, int64_t *id,
     SHA256((const unsigned char *)key, strlen(key), d);
     pthread_rwlock_rdlock(&a->keys_lock);
     k = key_lookup(a, d);
-    found = k->used;
+    found = k->used && !k->revoked;
     if (found) {
         *id = k->id;
         *scopes = k->scopes;
@@ -913,6 +914,57 @@ int gw_accounts_key_create(struct gw_accounts *a, const char *name,
     *id = j.id;
     log_info("accounts", "api_key_created id=%" PRId64 " scopes=%u", j.id,
              scopes);
+    return ERR_OK;
+}
+
+struct revoke_key_job {
+    int64_t id, now;
+    bool found;
+};
+
+#define SQL_KEY_REVOKE                                                         \
+    "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"
+
+static int key_revoke_apply(struct store_conn *c, void *arg)
+{
+    struct revoke_key_job *j = arg;
+    struct store_stmt *st;
+    int rc = store_prepare(c, SQL_KEY_REVOKE, &st);
+
+    if (rc != ERR_OK)
+        return rc;
+    store_bind_int(st, 1, j->now);
+    store_bind_int(st, 2, j->id);
+    rc = store_step(st);
+    store_reset(st);
+    if (rc < 0)
+        return rc;
+    j->found = store_changes(c) == 1;
+    return ERR_OK;
+}
+
+int gw_accounts_key_revoke(struct gw_accounts *a, int64_t id)
+{
+    struct revoke_key_job j = {.id = id, .now = clock_wall_ms(a->cfg.clock)};
+    int rc;
+
+    /* The database first: a key revoked in memory only would come back
+     * at the next start. */
+    pthread_mutex_lock(&a->create_lock);
+    rc = store_write_sync(a->store, key_revoke_apply, &j);
+    if (rc == ERR_OK && j.found) {
+        pthread_rwlock_wrlock(&a->keys_lock);
+        for (size_t i = 0; i < KEY_SLOTS; i++)
+            if (a->keys[i].used && a->keys[i].id == id)
+                a->keys[i].revoked = true;
+        pthread_rwlock_unlock(&a->keys_lock);
+    }
+    pthread_mutex_unlock(&a->create_lock);
+    if (rc != ERR_OK)
+        return rc;
+    if (!j.found)
+        return ERR_NOTFOUND;
+    log_info("accounts", "api_key_revoked id=%" PRId64, id);
     return ERR_OK;
 }
 

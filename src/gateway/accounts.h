@@ -187,6 +187,15 @@ int gw_accounts_key_create(struct gw_accounts *a, const char *name,
                            int64_t *id);
 
 /*
+ * Revokes the API key with this id, in the database and then in memory:
+ * from the return on, gw_accounts_key_find() no longer finds it.  Its
+ * place in memory stays taken until the next start (it counts towards
+ * GW_API_KEYS_MAX until then).  ERR_OK; ERR_NOTFOUND when no live key has
+ * that id; ERR_FULL, ERR_DB.
+ */
+int gw_accounts_key_revoke(struct gw_accounts *a, int64_t id);
+
+/*
  * Looks up an API key in memory; never blocks on I/O.  true with its id
  * and scopes; false for an unknown key.
  */

@@ -19,6 +19,7 @@
  *   POST   /v1/sessions/refresh             gw_edge_refresh
  *   DELETE /v1/sessions                     gw_edge_signout
  *   POST   /admin/api-keys                  gw_edge_key_create   (admin)
+ *   DELETE /admin/api-keys/{id}             gw_edge_key_revoke   (admin)
  *   POST   /admin/hot-sales                 gw_edge_hot_sale     (admin)
  *   DELETE /admin/hot-sales/{show_id}       gw_edge_hot_sale_end (admin)
  *   POST   /v1/shows/{show_id}/queue        gw_edge_queue_join
@@ -122,6 +123,7 @@ void gw_edge_signin(struct http_req *req, void *app);
 void gw_edge_refresh(struct http_req *req, void *app);
 void gw_edge_signout(struct http_req *req, void *app);
 void gw_edge_key_create(struct http_req *req, void *app);
+void gw_edge_key_revoke(struct http_req *req, void *app);
 void gw_edge_hot_sale(struct http_req *req, void *app);
 void gw_edge_hot_sale_end(struct http_req *req, void *app);
 void gw_edge_queue_join(struct http_req *req, void *app);

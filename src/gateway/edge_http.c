@@ -50,7 +50,14 @@ struct hot_sale {
     pthread_mutex_t lock; /* the room and rand */
 };
 
-enum job_kind { JOB_SIGNUP, JOB_SIGNIN, JOB_REFRESH, JOB_SIGNOUT, JOB_KEY };
+enum job_kind {
+    JOB_SIGNUP,
+    JOB_SIGNIN,
+    JOB_REFRESH,
+    JOB_SIGNOUT,
+    JOB_KEY,
+    JOB_KEY_REVOKE,
+};
 
 /* Counted outcomes: marquee_gateway_auth_total{event}. */
 #define EDGE_EVENTS(X)                                                         \
@@ -305,6 +312,9 @@ static void run_job(struct job *j)
         j->rc = gw_accounts_key_create(e->accounts, j->name, j->scopes, j->key,
                                        &j->id);
         break;
+    case JOB_KEY_REVOKE:
+        j->rc = gw_accounts_key_revoke(e->accounts, j->id);
+        break;
     }
     sodium_memzero(j->password, sizeof(j->password));
 
@@ -540,6 +550,17 @@ static void finish_key(struct http_req *req, struct job *j)
                                 gw_scopes_json(j->scopes), "key", j->key));
 }
 
+static void finish_key_revoke(struct http_req *req, struct job *j)
+{
+    if (j->rc == ERR_OK)
+        http_respond_bytes(req, 204, "application/json", "", 0);
+    else if (j->rc == ERR_NOTFOUND)
+        http_respond_problem(req, 404, "not-found", "Not found",
+                             "no live API key has the id %" PRId64, j->id);
+    else
+        respond_job_error(req, j->rc);
+}
+
 static void job_finish(struct http_req *req, void *arg)
 {
     struct job *j = arg;
@@ -551,6 +572,7 @@ static void job_finish(struct http_req *req, void *arg)
         case JOB_REFRESH: finish_refresh(req, j); break;
         case JOB_SIGNOUT: finish_signout(req, j); break;
         case JOB_KEY: finish_key(req, j); break;
+        case JOB_KEY_REVOKE: finish_key_revoke(req, j); break;
         }
     }
     job_free(j);
@@ -725,6 +747,28 @@ void gw_edge_key_create(struct http_req *req, void *app)
         return;
     snprintf(j->name, sizeof(j->name), "%s", name);
     j->scopes = bits;
+    job_submit(req, j);
+}
+
+void gw_edge_key_revoke(struct http_req *req, void *app)
+{
+    struct gw_edge *e = app;
+    struct job *j;
+    struct segs g;
+    int64_t id = 0;
+
+    if (!admin_ok(e, req))
+        return;
+    if (path_split(http_req_path(req), &g))
+        id = seg_id(&g, 2);
+    if (id == 0) {
+        http_respond_problem(req, 404, "not-found", "Not found",
+                             "no API key has that id");
+        return;
+    }
+    if ((j = job_new(req, e, JOB_KEY_REVOKE)) == NULL)
+        return;
+    j->id = id;
     job_submit(req, j);
 }
 
@@ -1030,6 +1074,7 @@ const struct http_route gw_edge_routes[] = {
     {"POST", "/v1/sessions/refresh", gw_edge_refresh},
     {"DELETE", "/v1/sessions", gw_edge_signout},
     {"POST", "/admin/api-keys", gw_edge_key_create},
+    {"DELETE", "/admin/api-keys/{id}", gw_edge_key_revoke},
     {"POST", "/admin/hot-sales", gw_edge_hot_sale},
     {"DELETE", "/admin/hot-sales/{show_id}", gw_edge_hot_sale_end},
     {"POST", "/v1/shows/{show_id}/queue", gw_edge_queue_join},

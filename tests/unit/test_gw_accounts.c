@@ -450,6 +450,18 @@ TEST(api_keys_with_scopes)
     CHECK_INT(found_id, id);
     CHECK(gw_accounts_key_find(f.a, key2, &found_id, &scopes));
     CHECK_INT(scopes, GW_SCOPE_BOOKINGS_READ);
+
+    /* Revoked: not found from then on, nor after a reopen; the other
+     * key is untouched. */
+    CHECK_INT(gw_accounts_key_revoke(f.a, id), ERR_OK);
+    CHECK(!gw_accounts_key_find(f.a, key, &found_id, &scopes));
+    CHECK(gw_accounts_key_find(f.a, key2, &found_id, &scopes));
+    CHECK_INT(gw_accounts_key_revoke(f.a, id), ERR_NOTFOUND);
+    CHECK_INT(gw_accounts_key_revoke(f.a, 999), ERR_NOTFOUND);
+    gw_accounts_close(f.a);
+    fx_open(&f);
+    CHECK(!gw_accounts_key_find(f.a, key, &found_id, &scopes));
+    CHECK(gw_accounts_key_find(f.a, key2, &found_id, &scopes));
     fx_done(&f);
 }
 

@@ -543,6 +543,20 @@ TEST(admin_routes_and_api_key_scopes)
          &a);
     check_problem(&a, 401, "invalid-api-key");
     answer_free(&a);
+
+    /* Revoked by an admin, the key is refused at once. */
+    call(l.port, "DELETE", "/admin/api-keys/1", NULL, NULL, &a);
+    check_problem(&a, 401, "unauthorized");
+    answer_free(&a);
+    call(l.port, "DELETE", "/admin/api-keys/1", hdr, NULL, &a);
+    CHECK_INT(a.status, 204);
+    answer_free(&a);
+    call(l.port, "GET", "/v1/cities", key, NULL, &a);
+    check_problem(&a, 401, "invalid-api-key");
+    answer_free(&a);
+    call(l.port, "DELETE", "/admin/api-keys/1", hdr, NULL, &a);
+    check_problem(&a, 404, "not-found");
+    answer_free(&a);
     live_stop(&l);
 }
 
