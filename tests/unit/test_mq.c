@@ -324,6 +324,34 @@ TEST(test_config_refused)
     tmp_remove(&t);
 }
 
+/*
+ * RabbitMQ fixes a queue's delivery limit when it is first declared, so a
+ * handle with another mq.max_attempts cannot declare it again: ERR_CONFIG,
+ * and the queue keeps working.  SQLite reads max_attempts per handle.
+ */
+TEST(test_declare_with_other_max_attempts)
+{
+    struct tmp_dir t;
+    struct mq_config cfg;
+    struct mq *q = NULL, *other = NULL;
+    const char *patterns[1];
+
+    tmp_make(&t);
+    q = open_mq(&t, NULL);
+    declare(q, "notify", "booking.*");
+    cfg = test_config(&t, NULL);
+    cfg.max_attempts = ATTEMPTS + 1;
+    CHECK_INT(mq_open(&cfg, &other), ERR_OK);
+    patterns[0] = N("booking.*");
+    CHECK_INT(mq_declare(other, N("notify"), patterns, 1),
+              on_rabbit() ? ERR_CONFIG : ERR_OK);
+    publish_text(other, "booking.confirmed", "after", "x", 1);
+    check_depth(q, "notify", 1, 0, 0);
+    mq_close(other);
+    mq_close(q);
+    tmp_remove(&t);
+}
+
 /* Round trip and routing ------------------------------------------------- */
 
 TEST(test_round_trip)
@@ -1041,8 +1069,9 @@ TEST(test_threads_each_message_acked_once)
 }
 
 HARNESS_MAIN(T(test_topic_match), T(test_names_valid), T(test_config_keys),
-             T(test_config_refused), T(test_round_trip),
-             T(test_routing_by_pattern), T(test_duplicate_id_stored_once),
+             T(test_config_refused), T(test_declare_with_other_max_attempts),
+             T(test_round_trip), T(test_routing_by_pattern),
+             T(test_duplicate_id_stored_once),
              T(test_lease_hides_then_redelivers),
              T(test_ack_before_reclaim_still_counts), T(test_nack_delay),
              T(test_dead_letter_after_max_attempts),
