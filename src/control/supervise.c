@@ -166,7 +166,7 @@ static void args_build(struct up *up, const struct up_instance *in,
         arg_add(a, "--store.path=%s/%s.db", up->data_dir, role);
     if (in->role->has_accounts)
         arg_add(a, "--gateway.accounts.path=%s/accounts.db", up->data_dir);
-    if (in->role->has_gateway_secret)
+    if (in->role->has_gateway_secret && up->gateway_secret[0] != '\0')
         arg_add(a, "--http.gateway_secret=%s", up->gateway_secret);
     if (in->role->has_token_secret)
         arg_add(a, "--gateway.token_secret=%s", up->token_secret);

@@ -32,6 +32,9 @@ static const struct config_key up_keys[] = {
      "the gateway's routes file; its pools get the instances up runs"},
     {"up.admin_token", CONFIG_STRING, "", 0, 0,
      "admin token of every role; empty: a random one"},
+    {"up.gateway_secret", CONFIG_STRING, "random", 0, 0,
+     "http.gateway_secret of every role: \"random\" makes one per run; "
+     "empty leaves it unset, so roles trust X-Customer-Id as sent"},
     {"up.gateway_port", CONFIG_INT, "8080", 1, 65535,
      "the gateway's port, the one public port"},
     {"up.port_base", CONFIG_INT, "8100", 1, 65535,
@@ -159,14 +162,14 @@ static void role_start(struct up *up, struct up_role *r)
 static void banner(struct up *up)
 {
     printf("\nmarquee up: running (Ctrl-C stops everything)\n");
-    printf("  %-12s %-22s %s\n", "instance", "address", "state");
+    printf("  %-12s %-22s %-8s %s\n", "instance", "address", "state", "pid");
     for (size_t i = 0; i < up->nroles; i++)
         for (size_t k = 0; k < TOPO_INSTANCES_MAX; k++) {
             const struct up_instance *in = &up->roles[i].inst[k];
 
             if (in->state != UP_EMPTY)
-                printf("  %-12s http://127.0.0.1:%-5d %s\n", in->name, in->port,
-                       up_state_name(in->state));
+                printf("  %-12s http://127.0.0.1:%-5d %-8s %d\n", in->name,
+                       in->port, up_state_name(in->state), (int)in->pid);
         }
     printf("  gateway (public): http://127.0.0.1:%d\n", up->gateway_port);
     printf("  status: marquee status --status.url=http://127.0.0.1:%d\n",
@@ -263,6 +266,7 @@ static int settings_read(struct up *up, const struct config *cfg)
 {
     const char *bin = config_str(cfg, "up.bin");
     const char *token = config_str(cfg, "up.admin_token");
+    const char *secret;
     ssize_t n;
 
     if (bin[0] != '\0') {
@@ -297,8 +301,13 @@ static int settings_read(struct up *up, const struct config *cfg)
         return ERR_SYS;
     /* One of each for this run: the same across restarts of a role, so a
      * restarted gateway still honours the tokens it signed. */
-    if (token_make(up->gateway_secret, sizeof(up->gateway_secret)) != ERR_OK ||
-        token_make(up->token_secret, sizeof(up->token_secret)) != ERR_OK)
+    if (token_make(up->token_secret, sizeof(up->token_secret)) != ERR_OK)
+        return ERR_SYS;
+    secret = config_str(cfg, "up.gateway_secret");
+    if (strcmp(secret, "random") != 0)
+        snprintf(up->gateway_secret, sizeof(up->gateway_secret), "%s", secret);
+    else if (token_make(up->gateway_secret, sizeof(up->gateway_secret)) !=
+             ERR_OK)
         return ERR_SYS;
     up->child_log_level = config_str(cfg, "up.log_level");
     up->gateway_port = (int)config_int(cfg, "up.gateway_port");
