@@ -41,7 +41,10 @@ TEST(test_default_file_parses)
     CHECK_INT(
         gw_spec_load("deploy/gateway/routes.json", &spec, msg, sizeof(msg)),
         ERR_OK);
-    CHECK_INT(spec.npools, 2);
+    /* The demo's file grows with the platform: its pools, not a count. */
+    CHECK(spec.npools >= 2);
+    CHECK_STR(spec.pools[0].name, "catalog");
+    CHECK_STR(spec.pools[1].name, "booking");
     CHECK(spec.nroutes >= 5);
 }
 
