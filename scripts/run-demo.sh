@@ -70,8 +70,7 @@ Try, through the gateway:
   kill -9 <a pid above>  and watch it come back in: $bin status
 Metrics (Prometheus text format): GET /metrics on every port above
 Data and logs: var/ (catalog.db, booking.db, payment.db, notify.db,
-accounts.db,
-queue.db, logs/<instance>.log; delete var/ to start again)
+accounts.db, queue.db, logs/<instance>.log; delete var/ to start again)
 
 INFO
 wait "$up"
