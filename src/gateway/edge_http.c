@@ -13,6 +13,7 @@
 
 #include <assert.h>
 #include <inttypes.h>
+#include <openssl/sha.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -943,9 +944,25 @@ static const char *state_name(enum gw_waitroom_state s)
 }
 
 /* The status document of a visitor; room locked by the caller. */
+/* Who owns a place: a digest of the customer id, never 0. */
+static uint64_t owner_of(const char *customer)
+{
+    unsigned char d[SHA256_DIGEST_LENGTH];
+    uint64_t v;
+
+    SHA256((const unsigned char *)customer, strlen(customer), d);
+    memcpy(&v, d, sizeof(v));
+    return v == 0 ? 1 : v;
+}
+
+/*
+ * The visitor's status; an admitted one gets its pass when customer (the
+ * caller, who has claimed the place) is not "".  Room locked.
+ */
 static json_t *status_json(const struct gw_waitroom *room, int64_t show,
                            const char *visitor,
-                           const struct gw_waitroom_status *st)
+                           const struct gw_waitroom_status *st,
+                           const char *customer)
 {
     char opens[CLOCK_RFC3339_LEN], t[CLOCK_RFC3339_LEN];
     char pass[GW_WAITROOM_PASS_MAX + 1];
@@ -968,11 +985,14 @@ static json_t *status_json(const struct gw_waitroom *room, int64_t show,
     if (st->state == GW_WAITROOM_QUEUED)
         json_object_set_new(o, "position",
                             json_integer((json_int_t)st->position));
-    if (st->state == GW_WAITROOM_ADMITTED &&
-        gw_waitroom_pass(room, st, pass) == ERR_OK) {
+    if (st->state == GW_WAITROOM_ADMITTED) {
         clock_format_rfc3339(st->pass_expires_ms, t);
-        json_object_set_new(o, "pass", json_string(pass));
         json_object_set_new(o, "pass_expires_at", json_string(t));
+        if (customer[0] != '\0' &&
+            gw_waitroom_pass(room, st, customer, pass) == ERR_OK)
+            json_object_set_new(o, "pass", json_string(pass));
+        else
+            json_object_set_new(o, "pass_needs_sign_in", json_true());
     }
     return o;
 }
@@ -984,20 +1004,25 @@ void gw_edge_queue_join(struct http_req *req, void *app)
     char location[128];
     struct gw_waitroom_status st;
     struct hot_sale *slot;
+    struct gw_ident id;
     json_t *doc = NULL;
     int64_t show, now;
+    uint32_t seq;
     int rc = ERR_NOTFOUND;
 
-    if ((show = path_show_id(req, 2)) == 0)
+    /* A signed-in visitor's place is theirs from the start. */
+    if ((show = path_show_id(req, 2)) == 0 || !gw_edge_identify(e, req, &id))
         return;
     now = now_ms(e);
     pthread_rwlock_rdlock(&e->hot_lock);
     if ((slot = hot_find(e, show)) != NULL) {
         pthread_mutex_lock(&slot->lock);
-        rc = gw_waitroom_join(slot->room, now, &slot->rand, visitor, NULL);
+        rc = gw_waitroom_join(slot->room, now, &slot->rand, visitor, &seq);
+        if (rc == ERR_OK && id.customer[0] != '\0')
+            gw_waitroom_claim(slot->room, seq, owner_of(id.customer));
         if (rc == ERR_OK &&
             gw_waitroom_status(slot->room, visitor, now, &st) == ERR_OK)
-            doc = status_json(slot->room, show, visitor, &st);
+            doc = status_json(slot->room, show, visitor, &st, id.customer);
         pthread_mutex_unlock(&slot->lock);
     }
     pthread_rwlock_unlock(&e->hot_lock);
@@ -1031,11 +1056,12 @@ void gw_edge_queue_status(struct http_req *req, void *app)
     struct hot_sale *slot;
     struct segs g;
     char visitor[GW_WAITROOM_VISITOR_TEXT_MAX + 1] = "";
+    struct gw_ident id;
     json_t *doc = NULL;
     int64_t show;
     int rc = ERR_INVALID;
 
-    if ((show = path_show_id(req, 2)) == 0)
+    if ((show = path_show_id(req, 2)) == 0 || !gw_edge_identify(e, req, &id))
         return;
     if (path_split(http_req_path(req), &g) && g.n == 5 &&
         g.len[4] <= GW_WAITROOM_VISITOR_TEXT_MAX) {
@@ -1046,13 +1072,20 @@ void gw_edge_queue_status(struct http_req *req, void *app)
     if ((slot = hot_find(e, show)) != NULL) {
         pthread_mutex_lock(&slot->lock);
         rc = gw_waitroom_status(slot->room, visitor, now_ms(e), &st);
+        /* The pass goes to the first customer who asks for it. */
+        if (rc == ERR_OK && st.state == GW_WAITROOM_ADMITTED &&
+            id.customer[0] != '\0')
+            rc = gw_waitroom_claim(slot->room, st.seq, owner_of(id.customer));
         if (rc == ERR_OK)
-            doc = status_json(slot->room, show, visitor, &st);
+            doc = status_json(slot->room, show, visitor, &st, id.customer);
         pthread_mutex_unlock(&slot->lock);
     }
     pthread_rwlock_unlock(&e->hot_lock);
 
-    if (slot == NULL)
+    if (rc == ERR_DENIED)
+        http_respond_problem(req, 403, "visitor-claimed", "Place claimed",
+                             "another customer holds this place's pass");
+    else if (slot == NULL)
         http_respond_problem(req, 404, "not-hot", "Not a hot sale",
                              "show %" PRId64 " has no waiting room", show);
     else if (rc != ERR_OK)
@@ -1126,58 +1159,78 @@ static bool unauthorized(struct http_req *req, const char *detail)
     return false;
 }
 
-bool gw_edge_identify(struct gw_edge *e, struct http_req *req,
-                      struct gw_ident *out)
+/* Why credentials were refused, by ident(). */
+enum ident_fault {
+    IDENT_OK,
+    IDENT_BOTH,       /* Authorization and X-Api-Key */
+    IDENT_BAD_KEY,    /* no such API key */
+    IDENT_NOT_BEARER, /* Authorization of another scheme */
+    IDENT_BAD_TOKEN,  /* *tf says why */
+};
+
+/* gw_edge_identify without the answer: who, or why not. */
+static enum ident_fault ident(struct gw_edge *e, struct http_req *req,
+                              struct gw_ident *out, enum gw_token_fault *tf)
 {
     const char *auth = http_req_header(req, "authorization");
     const char *key = http_req_header(req, GW_API_KEY_HEADER);
     struct gw_token_claims c;
-    enum gw_token_fault fault;
     const char *tok;
 
     memset(out, 0, sizeof(*out));
     out->kind = GW_IDENT_ANONYMOUS;
-    if (auth != NULL && key != NULL) {
+    if (auth != NULL && key != NULL)
+        return IDENT_BOTH;
+    if (key != NULL) {
+        if (!gw_accounts_key_find(e->accounts, key, &out->key_id, &out->scopes))
+            return IDENT_BAD_KEY;
+        out->kind = GW_IDENT_PARTNER;
+        snprintf(out->customer, sizeof(out->customer), "key-%" PRId64,
+                 out->key_id);
+        return IDENT_OK;
+    }
+    if (auth == NULL)
+        return IDENT_OK;
+    if ((tok = bearer(req)) == NULL)
+        return IDENT_NOT_BEARER;
+    if (e->admin_token[0] != '\0' && gw_token_text_equal(tok, e->admin_token)) {
+        out->kind = GW_IDENT_ADMIN;
+        return IDENT_OK;
+    }
+    if (gw_token_verify(&e->token_key, tok, now_ms(e) / 1000, &c, tf) != ERR_OK)
+        return IDENT_BAD_TOKEN;
+    out->kind = c.role == GW_ROLE_ADMIN ? GW_IDENT_ADMIN : GW_IDENT_CUSTOMER;
+    memcpy(out->customer, c.sub, sizeof(out->customer));
+    out->expires_s = c.exp_s;
+    return IDENT_OK;
+}
+
+bool gw_edge_identify(struct gw_edge *e, struct http_req *req,
+                      struct gw_ident *out)
+{
+    enum gw_token_fault tf = GW_TOKEN_VALID;
+
+    switch (ident(e, req, out, &tf)) {
+    case IDENT_OK: return true;
+    case IDENT_BOTH:
         http_respond_problem(req, 400, "conflicting-credentials",
                              "Conflicting credentials",
                              "send either Authorization or X-Api-Key, not "
                              "both");
         return false;
-    }
-    if (key != NULL) {
-        if (!gw_accounts_key_find(e->accounts, key, &out->key_id,
-                                  &out->scopes)) {
-            count(e, EV_INVALID_KEY);
-            http_respond_problem(req, 401, "invalid-api-key", "Invalid API key",
-                                 "X-Api-Key names no API key of this "
-                                 "platform");
-            return false;
-        }
-        out->kind = GW_IDENT_PARTNER;
-        snprintf(out->customer, sizeof(out->customer), "key-%" PRId64,
-                 out->key_id);
-        return true;
-    }
-    if (auth == NULL)
-        return true;
-
-    if ((tok = bearer(req)) == NULL) {
+    case IDENT_BAD_KEY:
+        count(e, EV_INVALID_KEY);
+        http_respond_problem(req, 401, "invalid-api-key", "Invalid API key",
+                             "X-Api-Key names no API key of this platform");
+        return false;
+    case IDENT_NOT_BEARER:
         count(e, EV_INVALID_TOKEN);
         return unauthorized(req, "Authorization must be Bearer <token>");
-    }
-    if (e->admin_token[0] != '\0' && gw_token_text_equal(tok, e->admin_token)) {
-        out->kind = GW_IDENT_ADMIN;
-        return true;
-    }
-    if (gw_token_verify(&e->token_key, tok, now_ms(e) / 1000, &c, &fault) !=
-        ERR_OK) {
+    case IDENT_BAD_TOKEN:
         count(e, EV_INVALID_TOKEN);
-        return unauthorized(req, gw_token_fault_text(fault));
+        return unauthorized(req, gw_token_fault_text(tf));
     }
-    out->kind = c.role == GW_ROLE_ADMIN ? GW_IDENT_ADMIN : GW_IDENT_CUSTOMER;
-    memcpy(out->customer, c.sub, sizeof(out->customer));
-    out->expires_s = c.exp_s;
-    return true;
+    return false;
 }
 
 static bool has_prefix(const char *s, const char *p)
@@ -1225,14 +1278,22 @@ bool gw_edge_scope_ok(struct http_req *req, const struct gw_ident *id)
 
 bool gw_edge_pass_ok(struct gw_edge *e, struct http_req *req, int64_t show_id)
 {
+    struct gw_ident id;
+    enum gw_token_fault tf;
     const char *pass;
     enum gw_pass_fault f;
 
     if (!gw_edge_is_hot(e, show_id))
         return true;
+    /* A pass is good for the customer it was made for: the caller's id,
+     * "" when anonymous (ident() answers nothing; the request path has
+     * identified the caller already). */
+    if (ident(e, req, &id, &tf) != IDENT_OK)
+        id.customer[0] = '\0';
     pass = http_req_header(req, GW_PASS_HEADER);
-    f = pass != NULL ? gw_pass_check(&e->pass_key, pass, show_id, now_ms(e))
-                     : GW_PASS_FORGED;
+    f = pass != NULL
+            ? gw_pass_check(&e->pass_key, pass, show_id, id.customer, now_ms(e))
+            : GW_PASS_FORGED;
     count(e, pass != NULL && f == GW_PASS_VALID ? EV_PASS_OK : EV_PASS_REFUSED);
     if (pass == NULL) {
         http_respond_problem(req, 403, "pass-required", "Queue pass required",
@@ -1256,7 +1317,8 @@ bool gw_edge_pass_ok(struct gw_edge *e, struct http_req *req, int64_t show_id)
     case GW_PASS_FORGED: break;
     }
     http_respond_problem(req, 403, "pass-forged", "Queue pass invalid",
-                         "the queue pass was not issued by this platform");
+                         "the queue pass was not issued by this platform, "
+                         "or not to this customer");
     return false;
 }
 

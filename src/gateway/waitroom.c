@@ -5,6 +5,7 @@
  *   order[i]  the arrival number (seq) at place i of the queue
  *   place[s]  the place of arrival number s (inverse of order)
  *   slot[i]   the admission slot of place i, strictly increasing in i
+ *   owner[s]  who claimed arrival number s's pass (0: nobody yet)
  * Before the opening places move (each early join swaps one); from the
  * opening on they are final and only appended to.
  */
@@ -18,6 +19,7 @@
 
 #include "base/err.h"
 #include "base/rand.h"
+#include "http/http.h"
 
 #define GROW_MIN 64
 
@@ -33,6 +35,7 @@ struct gw_waitroom {
     uint32_t *order;
     uint32_t *place;
     uint64_t *slot;
+    uint64_t *owner;
 };
 
 int gw_waitroom_config_check(const struct gw_waitroom_config *c, int64_t now_ms,
@@ -82,6 +85,7 @@ void gw_waitroom_free(struct gw_waitroom *w)
     free(w->order);
     free(w->place);
     free(w->slot);
+    free(w->owner);
     free(w);
 }
 
@@ -131,7 +135,7 @@ static uint64_t slot_at(const struct gw_waitroom *w, int64_t now)
 static int grow(struct gw_waitroom *w)
 {
     uint32_t cap = w->cap < GROW_MIN ? GROW_MIN : w->cap * 2;
-    void *o, *p, *s;
+    void *o, *p, *s, *c;
 
     if (cap > w->cfg.visitors_max)
         cap = w->cfg.visitors_max;
@@ -147,6 +151,10 @@ static int grow(struct gw_waitroom *w)
     if (s == NULL)
         return ERR_NOMEM;
     w->slot = s;
+    c = realloc(w->owner, cap * sizeof(*w->owner));
+    if (c == NULL)
+        return ERR_NOMEM;
+    w->owner = c;
     w->cap = cap;
     return ERR_OK;
 }
@@ -198,6 +206,7 @@ int gw_waitroom_join(struct gw_waitroom *w, int64_t now_ms, struct rand *r,
     }
     w->order[i] = s;
     w->place[s] = i;
+    w->owner[s] = 0;
     w->count++;
 
     visitor_text(w, s, visitor);
@@ -284,29 +293,43 @@ static int pass_body(char *out, size_t cap, int64_t show_id, uint32_t seq,
                     expires_ms);
 }
 
+/* The mac covers the customer, who is not in the pass's text: the holder
+ * of someone else's pass cannot make it theirs. */
 static void pass_mac(const struct gw_token_key *key, const char *body,
-                     size_t len, char m[GW_TOKEN_MAC_TEXT_LEN + 1])
+                     size_t len, const char *customer,
+                     char m[GW_TOKEN_MAC_TEXT_LEN + 1])
 {
-    char msg[GW_WAITROOM_PASS_MAX + 8];
-    int n = snprintf(msg, sizeof(msg), "pass.%.*s", (int)len, body);
+    char msg[GW_WAITROOM_PASS_MAX + HTTP_CUSTOMER_MAX + 16];
+    int n =
+        snprintf(msg, sizeof(msg), "pass.%.*s.%s", (int)len, body, customer);
 
     assert(n > 0 && (size_t)n < sizeof(msg));
     gw_token_mac_text(key, msg, (size_t)n, m);
 }
 
+int gw_waitroom_claim(struct gw_waitroom *w, uint32_t seq, uint64_t owner)
+{
+    assert(owner != 0);
+    if (seq >= w->count)
+        return ERR_NOTFOUND;
+    if (w->owner[seq] == 0)
+        w->owner[seq] = owner;
+    return w->owner[seq] == owner ? ERR_OK : ERR_DENIED;
+}
+
 int gw_waitroom_pass(const struct gw_waitroom *w,
-                     const struct gw_waitroom_status *st,
+                     const struct gw_waitroom_status *st, const char *customer,
                      char out[GW_WAITROOM_PASS_MAX + 1])
 {
     char m[GW_TOKEN_MAC_TEXT_LEN + 1];
     int n;
 
-    if (st->state != GW_WAITROOM_ADMITTED)
+    if (st->state != GW_WAITROOM_ADMITTED || !http_customer_ok(customer))
         return ERR_DENIED;
     n = pass_body(out, GW_WAITROOM_PASS_MAX + 1, w->show_id, st->seq,
                   st->pass_expires_ms);
     assert(n > 0 && n < GW_WAITROOM_PASS_MAX);
-    pass_mac(&w->key, out, (size_t)n, m);
+    pass_mac(&w->key, out, (size_t)n, customer, m);
     n += snprintf(out + n, (size_t)(GW_WAITROOM_PASS_MAX + 1 - n), ".%s", m);
     assert(n <= GW_WAITROOM_PASS_MAX);
     return ERR_OK;
@@ -325,14 +348,14 @@ static const char *digits(const char *s, int64_t *v)
 
 enum gw_pass_fault gw_pass_check(const struct gw_token_key *key,
                                  const char *pass, int64_t show_id,
-                                 int64_t now_ms)
+                                 const char *customer, int64_t now_ms)
 {
     char m[GW_TOKEN_MAC_TEXT_LEN + 1];
     int64_t show = 0, seq = 0, expires = 0;
     const char *p = pass;
     size_t len;
 
-    if (pass == NULL ||
+    if (pass == NULL || !http_customer_ok(customer) ||
         strnlen(pass, GW_WAITROOM_PASS_MAX + 1) > GW_WAITROOM_PASS_MAX)
         return GW_PASS_FORGED;
     p = digits(p, &show);
@@ -341,7 +364,7 @@ enum gw_pass_fault gw_pass_check(const struct gw_token_key *key,
         return GW_PASS_FORGED;
 
     len = (size_t)(p - pass);
-    pass_mac(key, pass, len, m);
+    pass_mac(key, pass, len, customer, m);
     if (!gw_token_text_equal(p + 1, m))
         return GW_PASS_FORGED;
     if (show != show_id)

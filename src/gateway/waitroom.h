@@ -19,9 +19,11 @@
  *
  * Visitor ids go to the visitor as text, "<seq>-<mac>", where the mac is
  * an HMAC of the room's show, epoch and seq: a visitor cannot ask after,
- * or take the pass of, a place that is not theirs.  A pass is
- * "<show>.<visitor seq>.<expires_ms>.<mac>", checked against the show and
- * the wall clock by any gateway sharing the secret.
+ * or take the pass of, a place that is not theirs.  A pass is made for
+ * one customer: the first to claim a place owns it, and its pass,
+ * "<show>.<visitor seq>.<expires_ms>.<mac>", has a mac over the customer
+ * too, so it is good for that customer only.  Any gateway sharing the
+ * secret checks it against the show, the customer and the wall clock.
  *
  * Plain data: no I/O, no clock read, no lock.  now_ms is wall-clock
  * milliseconds (opening times and pass expiry are wall times shared by
@@ -123,26 +125,39 @@ int gw_waitroom_status_seq(struct gw_waitroom *w, uint32_t seq, int64_t now_ms,
 uint64_t gw_waitroom_admitted(struct gw_waitroom *w, int64_t now_ms);
 
 /*
- * The pass of an ADMITTED visitor: ERR_OK with the text in out;
- * ERR_DENIED when st is in another state.
+ * Claims arrival number seq's place for owner (a non-zero digest of a
+ * customer id): ERR_OK when it was nobody's or already owner's;
+ * ERR_DENIED when another claimed it first; ERR_NOTFOUND past the count.
+ * Each place has one owner for the room's life, so a place shared among
+ * many clients yields one customer's pass.
+ */
+int gw_waitroom_claim(struct gw_waitroom *w, uint32_t seq, uint64_t owner);
+
+/*
+ * The pass of an ADMITTED visitor for customer (an http_customer_ok id):
+ * ERR_OK with the text in out; ERR_DENIED when st is in another state or
+ * the customer is not an id.  The caller claims the place first.
  */
 int gw_waitroom_pass(const struct gw_waitroom *w,
-                     const struct gw_waitroom_status *st,
+                     const struct gw_waitroom_status *st, const char *customer,
                      char out[GW_WAITROOM_PASS_MAX + 1]);
 
 enum gw_pass_fault {
     GW_PASS_VALID,
-    GW_PASS_FORGED,     /* malformed, or its mac does not match */
+    GW_PASS_FORGED,     /* malformed, its mac does not match, or it was
+                           made for another customer */
     GW_PASS_WRONG_SHOW, /* genuine, for another show */
     GW_PASS_EXPIRED,
 };
 
 /*
- * Checks a pass for show_id at now_ms (wall).  Needs no room: any gateway
- * with the key can check.  Returns the fault, GW_PASS_VALID when good.
+ * Checks a pass presented by customer (the caller's id; "" or NULL for an
+ * anonymous caller, whose pass is always forged) for show_id at now_ms
+ * (wall).  Needs no room: any gateway with the key can check.  Returns
+ * the fault, GW_PASS_VALID when good.
  */
 enum gw_pass_fault gw_pass_check(const struct gw_token_key *key,
                                  const char *pass, int64_t show_id,
-                                 int64_t now_ms);
+                                 const char *customer, int64_t now_ms);
 
 #endif

@@ -577,13 +577,32 @@ static void join(int port, int64_t show, char *visitor, size_t cap,
 }
 
 static void status(int port, int64_t show, const char *visitor,
-                   struct answer *a)
+                   const char *headers, struct answer *a)
 {
     char path[256];
 
     snprintf(path, sizeof(path), "/v1/shows/%lld/queue/%.*s", (long long)show,
              GW_WAITROOM_VISITOR_TEXT_MAX, visitor);
-    call(port, "GET", path, NULL, NULL, a);
+    call(port, "GET", path, headers, NULL, a);
+}
+
+/* Signs up and in; the Authorization header line into hdr. */
+static void customer(int port, const char *name, char *hdr, size_t cap)
+{
+    char body[256], access[GW_TOKEN_MAX + 1], refresh[GW_SECRET_TEXT_MAX + 1];
+    char email[64];
+    struct answer a;
+
+    snprintf(email, sizeof(email), "%s@example.com", name);
+    snprintf(body, sizeof(body),
+             "{\"email\":\"%s\",\"password\":\"correct horse\","
+             "\"name\":\"%s\"}",
+             email, name);
+    call(port, "POST", "/v1/accounts", NULL, body, &a);
+    CHECK_INT(a.status, 201);
+    answer_free(&a);
+    sign_in(port, email, "correct horse", access, refresh);
+    bearer(hdr, cap, access);
 }
 
 TEST(waiting_room_over_http)
@@ -592,11 +611,14 @@ TEST(waiting_room_over_http)
     struct answer a;
     char v[3][GW_WAITROOM_VISITOR_TEXT_MAX + 1];
     char pass[GW_WAITROOM_PASS_MAX + 1], other[GW_WAITROOM_PASS_MAX + 1];
-    char hdr[256];
+    char hdr[GW_TOKEN_MAX + 256], ann[GW_TOKEN_MAX + 64];
+    char bob[GW_TOKEN_MAX + 64];
     int admitted = -1;
     const char *adm = "Authorization: Bearer " ADMIN "\r\n";
 
     live_start(&l, 1, 64, false);
+    customer(l.port, "ann", ann, sizeof(ann));
+    customer(l.port, "bob", bob, sizeof(bob));
     /* Show 7 opens 10 s from now, 1 a second; show 8 at once. */
     call(l.port, "POST", "/admin/hot-sales", adm,
          "{\"show_id\":7,\"opens_at\":\"2027-01-15T08:00:10Z\","
@@ -633,12 +655,12 @@ TEST(waiting_room_over_http)
     call(l.port, "POST", "/v1/shows/5/queue", NULL, NULL, &a);
     check_problem(&a, 404, "not-hot");
     answer_free(&a);
-    status(l.port, 7, v[0], &a);
+    status(l.port, 7, v[0], NULL, &a);
     CHECK_INT(a.status, 200);
     CHECK_STR(str(&a, "state"), "before-opening");
     CHECK_INT(num(&a, "estimated_wait_ms"), 10000);
     answer_free(&a);
-    status(l.port, 7, "0-forged", &a);
+    status(l.port, 7, "0-forged", NULL, &a);
     check_problem(&a, 404, "unknown-visitor");
     answer_free(&a);
 
@@ -653,7 +675,7 @@ TEST(waiting_room_over_http)
     /* At the opening exactly one is admitted, the others queue 1 s apart. */
     clock_manual_advance(&clk, 10000);
     for (int i = 0; i < 3; i++) {
-        status(l.port, 7, v[i], &a);
+        status(l.port, 7, v[i], ann, &a);
         CHECK_INT(a.status, 200);
         if (strcmp(str(&a, "state"), "admitted") == 0) {
             CHECK_INT(admitted, -1);
@@ -669,10 +691,31 @@ TEST(waiting_room_over_http)
     }
     CHECK(admitted >= 0);
 
-    snprintf(hdr, sizeof(hdr), "X-Queue-Pass: %s\r\n", pass);
+    /* The place is ann's now: bob gets no pass for it, nor does a caller
+     * who is not signed in. */
+    status(l.port, 7, v[admitted], bob, &a);
+    check_problem(&a, 403, "visitor-claimed");
+    answer_free(&a);
+    status(l.port, 7, v[admitted], NULL, &a);
+    CHECK_STR(str(&a, "state"), "admitted");
+    CHECK(json_object_get(a.body, "pass") == NULL);
+    CHECK(json_is_true(json_object_get(a.body, "pass_needs_sign_in")));
+    answer_free(&a);
+
+    snprintf(hdr, sizeof(hdr), "%sX-Queue-Pass: %s\r\n", ann, pass);
     call(l.port, "POST", "/v1/shows/7/holds", hdr, "{}", &a);
     CHECK_INT(a.status, 200);
     answer_free(&a);
+    /* Ann's pass is no good to bob, nor to an anonymous caller. */
+    snprintf(hdr, sizeof(hdr), "%sX-Queue-Pass: %s\r\n", bob, pass);
+    call(l.port, "POST", "/v1/shows/7/holds", hdr, "{}", &a);
+    check_problem(&a, 403, "pass-forged");
+    answer_free(&a);
+    snprintf(hdr, sizeof(hdr), "X-Queue-Pass: %s\r\n", pass);
+    call(l.port, "POST", "/v1/shows/7/holds", hdr, "{}", &a);
+    check_problem(&a, 403, "pass-forged");
+    answer_free(&a);
+    snprintf(hdr, sizeof(hdr), "%sX-Queue-Pass: %s\r\n", ann, pass);
     /* The same pass on show 8 is not good there. */
     call(l.port, "POST", "/v1/shows/8/holds", hdr, "{}", &a);
     check_problem(&a, 403, "pass-forged");
@@ -681,7 +724,7 @@ TEST(waiting_room_over_http)
     /* A pass with its expiry stretched is forged. */
     snprintf(other, sizeof(other), "%s", pass);
     *strchr(strchr(strchr(other, '.') + 1, '.') + 1, '.') = '\0';
-    snprintf(hdr, sizeof(hdr), "X-Queue-Pass: %s9.%s\r\n", other,
+    snprintf(hdr, sizeof(hdr), "%sX-Queue-Pass: %s9.%s\r\n", ann, other,
              strrchr(pass, '.') + 1);
     call(l.port, "POST", "/v1/shows/7/holds", hdr, "{}", &a);
     check_problem(&a, 403, "pass-forged");
@@ -689,11 +732,18 @@ TEST(waiting_room_over_http)
 
     /* Two minutes after admission the pass has run out. */
     clock_manual_advance(&clk, 120000);
-    snprintf(hdr, sizeof(hdr), "X-Queue-Pass: %s\r\n", pass);
+    {
+        /* Ann's access token (60 s) has run out too: a fresh one. */
+        char access[GW_TOKEN_MAX + 1], refresh[GW_SECRET_TEXT_MAX + 1];
+
+        sign_in(l.port, "ann@example.com", "correct horse", access, refresh);
+        bearer(ann, sizeof(ann), access);
+    }
+    snprintf(hdr, sizeof(hdr), "%sX-Queue-Pass: %s\r\n", ann, pass);
     call(l.port, "POST", "/v1/shows/7/holds", hdr, "{}", &a);
     check_problem(&a, 403, "pass-expired");
     answer_free(&a);
-    status(l.port, 7, v[admitted], &a);
+    status(l.port, 7, v[admitted], ann, &a);
     CHECK_STR(str(&a, "state"), "expired");
     CHECK(json_object_get(a.body, "pass") == NULL);
     answer_free(&a);
@@ -736,8 +786,10 @@ TEST(concurrent_joins_get_distinct_places)
     pthread_barrier_t go;
     bool slot_seen[N] = {false};
     char visitor[N][GW_WAITROOM_VISITOR_TEXT_MAX + 1];
+    char cj[GW_TOKEN_MAX + 64];
 
     live_start(&l, 1, 64, false);
+    customer(l.port, "cj", cj, sizeof(cj));
     /* 1000 a second: slot k opens k ms after the opening. */
     call(l.port, "POST", "/admin/hot-sales",
          "Authorization: Bearer " ADMIN "\r\n",
@@ -768,13 +820,13 @@ TEST(concurrent_joins_get_distinct_places)
     for (int i = 0; i < N; i++) {
         int64_t slot;
 
-        status(l.port, 11, visitor[i], &a);
+        status(l.port, 11, visitor[i], cj, &a);
         CHECK_INT(a.status, 200);
         CHECK_STR(str(&a, "state"), "admitted");
         answer_free(&a);
         /* The visitor id's number is its arrival; its slot comes from
          * the pass's expiry: opening + slot + 300 s. */
-        status(l.port, 11, visitor[i], &a);
+        status(l.port, 11, visitor[i], cj, &a);
         {
             const char *pass = str(&a, "pass");
             const char *exp = strchr(strchr(pass, '.') + 1, '.') + 1;

@@ -211,35 +211,63 @@ TEST(pass_valid_then_expired_never_forged)
     CHECK_INT(gw_waitroom_join(w, OPENS - 10, &r, v, NULL), ERR_OK);
     CHECK_INT(gw_waitroom_join(w, OPENS - 10, &r, v, NULL), ERR_OK);
     CHECK_INT(gw_waitroom_status(w, v, OPENS - 10, &st), ERR_OK);
-    CHECK_INT(gw_waitroom_pass(w, &st, pass), ERR_DENIED);
+    CHECK_INT(gw_waitroom_pass(w, &st, "cust-1", pass), ERR_DENIED);
 
     CHECK_INT(gw_waitroom_status(w, v, OPENS + 100, &st), ERR_OK);
     CHECK_INT(st.state, GW_WAITROOM_ADMITTED);
     CHECK_INT(st.pass_expires_ms, st.admitted_at_ms + 120000);
-    CHECK_INT(gw_waitroom_pass(w, &st, pass), ERR_OK);
+    CHECK_INT(gw_waitroom_pass(w, &st, "cust-1", pass), ERR_OK);
 
-    CHECK_INT(gw_pass_check(&k, pass, SHOW, OPENS + 100), GW_PASS_VALID);
-    CHECK_INT(gw_pass_check(&k, pass, SHOW, st.pass_expires_ms - 1),
+    CHECK_INT(gw_pass_check(&k, pass, SHOW, "cust-1", OPENS + 100),
               GW_PASS_VALID);
-    CHECK_INT(gw_pass_check(&k, pass, SHOW, st.pass_expires_ms),
+    CHECK_INT(gw_pass_check(&k, pass, SHOW, "cust-1", st.pass_expires_ms - 1),
+              GW_PASS_VALID);
+    CHECK_INT(gw_pass_check(&k, pass, SHOW, "cust-1", st.pass_expires_ms),
               GW_PASS_EXPIRED);
-    CHECK_INT(gw_pass_check(&k, pass, SHOW + 1, OPENS + 100),
+    CHECK_INT(gw_pass_check(&k, pass, SHOW + 1, "cust-1", OPENS + 100),
               GW_PASS_WRONG_SHOW);
-    CHECK_INT(gw_pass_check(&other, pass, SHOW, OPENS + 100), GW_PASS_FORGED);
+    CHECK_INT(gw_pass_check(&other, pass, SHOW, "cust-1", OPENS + 100),
+              GW_PASS_FORGED);
+
+    /* Made for cust-1: good for nobody else, anonymous callers included. */
+    CHECK_INT(gw_pass_check(&k, pass, SHOW, "cust-2", OPENS + 100),
+              GW_PASS_FORGED);
+    CHECK_INT(gw_pass_check(&k, pass, SHOW, "", OPENS + 100), GW_PASS_FORGED);
+    CHECK_INT(gw_pass_check(&k, pass, SHOW, NULL, OPENS + 100), GW_PASS_FORGED);
+    CHECK_INT(gw_waitroom_pass(w, &st, "", pass), ERR_DENIED);
 
     /* Stretching the expiry breaks the mac. */
     dot = strchr(strchr(pass, '.') + 1, '.');
     snprintf(bad, sizeof(bad), "%.*s9%s", (int)(dot - pass + 1), pass, dot + 1);
-    CHECK_INT(gw_pass_check(&k, bad, SHOW, OPENS + 100), GW_PASS_FORGED);
-    CHECK_INT(gw_pass_check(&k, "", SHOW, OPENS), GW_PASS_FORGED);
-    CHECK_INT(gw_pass_check(&k, "77.1.99999999999999", SHOW, OPENS),
+    CHECK_INT(gw_pass_check(&k, bad, SHOW, "cust-1", OPENS + 100),
               GW_PASS_FORGED);
-    CHECK_INT(gw_pass_check(&k, NULL, SHOW, OPENS), GW_PASS_FORGED);
+    CHECK_INT(gw_pass_check(&k, "", SHOW, "cust-1", OPENS), GW_PASS_FORGED);
+    CHECK_INT(gw_pass_check(&k, "77.1.99999999999999", SHOW, "cust-1", OPENS),
+              GW_PASS_FORGED);
+    CHECK_INT(gw_pass_check(&k, NULL, SHOW, "cust-1", OPENS), GW_PASS_FORGED);
 
     /* Asked again later, the status says expired and gives no pass. */
     CHECK_INT(gw_waitroom_status(w, v, st.pass_expires_ms, &st), ERR_OK);
     CHECK_INT(st.state, GW_WAITROOM_EXPIRED);
-    CHECK_INT(gw_waitroom_pass(w, &st, pass), ERR_DENIED);
+    CHECK_INT(gw_waitroom_pass(w, &st, "cust-1", pass), ERR_DENIED);
+    gw_waitroom_free(w);
+}
+
+TEST(a_place_has_one_owner)
+{
+    struct gw_waitroom *w = room(10, 1000, 1);
+    struct rand r;
+    char v[GW_WAITROOM_VISITOR_TEXT_MAX + 1];
+
+    rand_seed(&r, 1);
+    CHECK_INT(gw_waitroom_join(w, OPENS - 10, &r, v, NULL), ERR_OK);
+    CHECK_INT(gw_waitroom_join(w, OPENS - 10, &r, v, NULL), ERR_OK);
+    CHECK_INT(gw_waitroom_claim(w, 0, 41), ERR_OK);
+    CHECK_INT(gw_waitroom_claim(w, 0, 41), ERR_OK);
+    CHECK_INT(gw_waitroom_claim(w, 0, 42), ERR_DENIED);
+    /* One customer may own several places; the other is still free. */
+    CHECK_INT(gw_waitroom_claim(w, 1, 41), ERR_OK);
+    CHECK_INT(gw_waitroom_claim(w, 2, 41), ERR_NOTFOUND);
     gw_waitroom_free(w);
 }
 
@@ -322,6 +350,6 @@ HARNESS_MAIN(T(early_arrivals_are_a_seeded_permutation),
              T(early_shuffle_is_uniform),
              T(later_arrivals_in_order_behind_early_ones),
              T(admission_rate_exact), T(quiet_spell_banks_nothing),
-             T(pass_valid_then_expired_never_forged),
+             T(pass_valid_then_expired_never_forged), T(a_place_has_one_owner),
              T(visitor_ids_cannot_be_guessed),
              T(bounded_and_clock_never_backwards), T(config_ranges))
