@@ -190,9 +190,12 @@ bool gw_edge_scope_ok(struct http_req *req, const struct gw_ident *id);
 
 /*
  * For a request that creates a hold on show_id: true when the show's sale
- * is not hot, or X-Queue-Pass carries a valid pass for it; false after
- * answering 403 pass-required, pass-expired or pass-forged (a pass for
- * another show is pass-forged too, its detail says so).  Never blocks.
+ * is not hot, or X-Queue-Pass carries a valid pass for it made for the
+ * caller (the customer its credentials name, as gw_edge_identify() finds
+ * it; an anonymous caller has no valid pass); false after answering 403
+ * pass-required, pass-expired or pass-forged (another customer's pass, or
+ * one for another show, is pass-forged too, its detail says which).
+ * Never blocks.
  */
 bool gw_edge_pass_ok(struct gw_edge *e, struct http_req *req, int64_t show_id);
 
