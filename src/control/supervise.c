@@ -110,6 +110,17 @@ int up_ports_reserve(struct up *up)
         for (int k = 0; k < r->topo->instances; k++) {
             int port = gateway ? up->gateway_port : port_pick(up);
 
+            if (k == 0 && r->topo->port > 0) {
+                port = r->topo->port;
+                if (port_used(up, port) || !proc_port_free(port)) {
+                    log_error("up",
+                              "port_in_use role=%s port=%d reason=\"the "
+                              "topology's port is taken\"",
+                              r->topo->name, port);
+                    return ERR_CONFIG;
+                }
+            }
+
             if (port == 0) {
                 log_error("up",
                           "no_free_port role=%s range=%d-%d reason=\"every "

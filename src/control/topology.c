@@ -265,7 +265,7 @@ static int role_read(const char *path, struct topo_role *r, json_t *o,
     json_object_foreach(o, key, v)
     {
         if (strcmp(key, "instances") != 0 && strcmp(key, "flags") != 0 &&
-            strcmp(key, "autoscale") != 0)
+            strcmp(key, "autoscale") != 0 && strcmp(key, "port") != 0)
             return fail(err, cap, "%s: roles.%s.%s: unknown field", path,
                         r->name, key);
     }
@@ -286,6 +286,16 @@ static int role_read(const char *path, struct topo_role *r, json_t *o,
         return fail(err, cap,
                     "%s: roles.%s: runs exactly one instance, not autoscaled",
                     path, r->name);
+    n = json_object_get(o, "port");
+    if (n != NULL) {
+        if (!json_is_integer(n) || json_integer_value(n) < 1 ||
+            json_integer_value(n) > 65535 || strcmp(r->name, "gateway") == 0)
+            return fail(err, cap,
+                        "%s: roles.%s.port: a port from 1 to 65535 (the "
+                        "gateway's is up.gateway_port)",
+                        path, r->name);
+        r->port = (int)json_integer_value(n);
+    }
     v = json_object_get(o, "flags");
     if (v != NULL && (rc = flags_read(path, r, v, err, cap)) != ERR_OK)
         return rc;

@@ -8,7 +8,7 @@
  *      "booking": {"instances": 2,
  *                  "autoscale": {"min": 1, "max": 4, "cpu": 0.5,
  *                                "in_flight": 32, "p99_ms": 250}},
- *      "payment": {"instances": 1},
+ *      "payment": {"instances": 1, "port": 8083},
  *      "notify":  {"instances": 1,
  *                  "autoscale": {"min": 1, "max": 3,
  *                                "queue": "notify.bookings",
@@ -47,6 +47,7 @@
 struct topo_role {
     char name[TOPO_NAME_MAX];
     int instances;  /* at start */
+    int port;       /* of the first instance; 0: from up's range */
     bool autoscale; /* policy below is used */
     struct as_policy policy;
     bool window_given;          /* down_window_ms came from the file */
