@@ -269,7 +269,7 @@ class GatewayEdgeTest(unittest.TestCase):
             self.catalog, self.booking,
             extra=[{"pattern": "/v1/shows/{show_id}", "pool": "catalog",
                     "cache": {"max_ttl_ms": 300,
-                              "stale_while_revalidate_ms": 700,
+                              "stale_while_revalidate_ms": 1500,
                               "stale_if_error_ms": 60000}}]))
         route = "/v1/shows/{show_id}"
         before = upstream_count(self.catalog, route)
@@ -292,7 +292,7 @@ class GatewayEdgeTest(unittest.TestCase):
         # The upstream dies: past every freshness, the stale show is
         # served.
         self.catalog.kill()
-        time.sleep(1.1)
+        time.sleep(1.9)
         s, h, got = gw.request("GET", "/v1/shows/3")
         self.assertEqual(s, 200)
         self.assertEqual(h["cache-status"],
@@ -471,8 +471,10 @@ class GatewayEdgeTest(unittest.TestCase):
     def test_shedding_order_under_overload(self):
         gw = self.gateway(seat_routes(self.catalog, self.booking),
                           {"gateway.max_in_flight": "10"})
-        self.set_fault(self.catalog, 0, delay_ms=3000)
-        self.set_fault(self.booking, 0, delay_ms=3000)
+        # Slow, but under the routes' 5 s first-byte timeout; the steps
+        # below must all happen while the first requests are still out.
+        self.set_fault(self.catalog, 0, delay_ms=4500)
+        self.set_fault(self.booking, 0, delay_ms=4500)
         threads, results = [], []
 
         def send(path, headers=None, method="GET", body=None):
