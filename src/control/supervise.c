@@ -209,6 +209,10 @@ static int instance_spawn(struct up *up, struct up_instance *in, int64_t now_ms)
     char log_path[UP_PATH_MAX + 64], header[256];
     int rc;
 
+    /* A gateway that restarts starts from the routes file: give it the
+     * instances ready now, not those of the first start. */
+    if (strcmp(in->role->topo->name, "gateway") == 0)
+        up_routes_write(up);
     args_build(up, in, &args);
     snprintf(log_path, sizeof(log_path), "%s/logs/%s.log", up->data_dir,
              in->name);

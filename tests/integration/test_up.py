@@ -340,7 +340,18 @@ class UpSupervisionTest(unittest.TestCase):
                          r'marquee_supervisor_restarts_total\{role="booking",'
                          r'reason="exit"\} 2')
 
-    def test_b_sigstop_is_killed_and_restarted(self):
+    def test_b_gateway_killed_comes_back_and_serves(self):
+        self.restart_after("gateway-1", signal.SIGKILL)
+        self.up.wait("the gateway serving again", lambda: (
+            http_get(self.up.gateway + "/v1/shows/1")[0] == 200))
+        # Its routes file was written again with the instances of now.
+        with open(os.path.join(self.up.data_dir,
+                               "gateway.routes.json")) as f:
+            pools = json.load(f)["pools"]
+        self.assertEqual(len(pools["booking"]["instances"]), 2)
+        self.assertEqual(len(pools["catalog"]["instances"]), 2)
+
+    def test_c_sigstop_is_killed_and_restarted(self):
         inst = self.restart_after("booking-2", signal.SIGSTOP)
         self.assertEqual(inst["last_exit"], "signal 9")
         self.assertIn("instance_unresponsive instance=booking-2",
@@ -351,7 +362,7 @@ class UpSupervisionTest(unittest.TestCase):
         self.up.wait("booking-2 up in its pool",
                      lambda: self.up.joined("booking-2"))
 
-    def test_c_status_command(self):
+    def test_d_status_command(self):
         out = subprocess.run(
             [marquee_bin(), "status", f"--status.url={self.up.admin}"],
             capture_output=True, text=True, timeout=30)
@@ -378,6 +389,68 @@ class UpSupervisionTest(unittest.TestCase):
         self.assertEqual(order, ["gateway", "catalog", "booking", "notify",
                                  "payment"])
         self.assertEqual(self.up.sanitizer_reports(), [])
+
+
+class UpStartRefusedTest(unittest.TestCase):
+    """What up refuses before it starts anything: exit 1 and why."""
+
+    def run_up(self, topology, bin_path=None):
+        with tempfile.TemporaryDirectory(prefix="marquee-up-") as tmp:
+            path = os.path.join(tmp, "topology.json")
+            with open(path, "w") as f:
+                f.write(topology if isinstance(topology, str)
+                        else json.dumps(topology))
+            argv = [marquee_bin(), "up", path, f"--http.port={free_port()}",
+                    f"--up.gateway_port={free_port()}",
+                    f"--up.data_dir={tmp}/var",
+                    f"--up.routes={repo_path('deploy', 'gateway', 'routes.json')}"]
+            if bin_path:
+                argv.append(f"--up.bin={bin_path}")
+            env = dict(os.environ)
+            for key, value in SANITIZER_ENV.items():
+                env.setdefault(key, value)
+            out = subprocess.run(argv, cwd=tmp, env=env, capture_output=True,
+                                 text=True, timeout=60)
+            self.assertFalse(glob.glob(os.path.join(tmp, "var", "logs", "*")),
+                             "nothing may start")
+            return out.returncode, out.stderr
+
+    def test_role_missing_from_the_binary(self):
+        # A binary whose `--help` lists no notify role, as before it
+        # existed: the topology that names notify is refused.
+        with tempfile.NamedTemporaryFile("w", suffix=".sh",
+                                         delete=False) as f:
+            f.write("#!/bin/sh\nprintf 'usage: marquee ROLE\\n\\nroles:\\n"
+                    "  gateway    the door\\n  payment    money\\n'\n")
+        os.chmod(f.name, 0o755)
+        try:
+            code, err = self.run_up({"roles": {"notify": {}}}, f.name)
+        finally:
+            os.unlink(f.name)
+        self.assertEqual(code, 1, err)
+        self.assertIn("role_missing role=notify", err)
+
+    def test_bad_topologies(self):
+        for topology, words in (
+                ("{not json", "line 1"),
+                ({"roles": {"ticketing": {}}}, "roles.ticketing: unknown role"),
+                ({"roles": {"booking": {"flags": {"http.port": 1}}}},
+                 "roles.booking.flags.http.port: set by marquee up"),
+                ({"roles": {"payment": {"instances": 2}}},
+                 "roles.payment: runs exactly one instance"),
+                ({"roles": {"booking": {"instances": 5,
+                                        "autoscale": {"min": 1, "max": 3,
+                                                      "cpu": 1}}}},
+                 "roles.booking.instances: must be within autoscale"),
+                ({"roles": {"booking": {"autoscale": {"min": 1, "max": 2}}}},
+                 "targets: at least one metric"),
+                ({"roles": {"notify": {"autoscale": {"queue_depth": 5}}}},
+                 "queue and queue_depth go together")):
+            with self.subTest(topology=topology):
+                code, err = self.run_up(topology)
+                self.assertEqual(code, 1, err)
+                self.assertIn("topology_refused", err)
+                self.assertIn(words, err)
 
 
 class UpCrashLoopTest(unittest.TestCase):
