@@ -8,6 +8,9 @@
 
 /* Slack for ceil(): 2.0000000001 instances is 2, not 3. */
 #define AS_CEIL_SLACK 1e-9
+/* A recommendation is cut here before any clamping: any number past every
+ * max means the same, and the cut keeps the double-to-int cast defined. */
+#define AS_RECOMMEND_MAX (AS_INSTANCES_MAX * 4)
 
 static const char *const metric_names[AS_METRICS + 1] = {
     "cpu", "in_flight", "p99", "queue", "none"};
@@ -65,7 +68,7 @@ static int ceil_count(double x)
 
     if (c < 0)
         return 0;
-    return c > AS_INSTANCES_MAX * 4 ? AS_INSTANCES_MAX * 4 : (int)c;
+    return c > AS_RECOMMEND_MAX ? AS_RECOMMEND_MAX : (int)c;
 }
 
 static bool within(double ratio, double tolerance)

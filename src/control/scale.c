@@ -98,7 +98,9 @@ static void decision_record(struct up *up, struct up_role *r,
              d->reason);
 }
 
-/* The instance to retire first: one not serving yet, else the newest. */
+/* The instance to retire first: the first one found that is not serving
+ * (starting or waiting to restart: retiring it costs nothing), else the
+ * ready one with the highest number, the newest. */
 static struct up_instance *retire_pick(struct up_role *r)
 {
     struct up_instance *best = NULL;
