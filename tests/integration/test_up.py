@@ -45,8 +45,10 @@ STOP_TIMEOUT_S = 40.0
 POLL_S = 0.1
 DEMO_FILE = repo_path("data", "demo", "catalog.json")
 
-# The gateway notices instances quickly, so rejoining takes a second.
+# The gateway notices instances quickly, so rejoining takes a second; its
+# response cache is off, so every read reaches an instance.
 GATEWAY_FLAGS = {
+    "gateway.cache.max_bytes": 0,
     "gateway.health.interval_ms": 200,
     "gateway.health.fast_interval_ms": 100,
     "gateway.health.rise": 1,
@@ -513,8 +515,7 @@ class UpAutoscaleTest(unittest.TestCase):
             "catalog": {"flags": {"catalog.demo": True,
                                   "catalog.demo_file": DEMO_FILE}},
             "gateway": {"flags": dict(GATEWAY_FLAGS,
-                                      **{"gateway.health.timeout_ms": 3000,
-                                         "gateway.cache.max_bytes": 0})},
+                                      **{"gateway.health.timeout_ms": 3000})},
         }}
         up = Up(topology, **{"up.scale_interval_ms": 1000,
                              "up.check_timeout_ms": 3000})
