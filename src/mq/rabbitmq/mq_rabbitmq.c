@@ -48,7 +48,6 @@
 #define MQR_BACKOFF_MS_MIN 100    /* first wait after a failed connect */
 #define MQR_BACKOFF_MS_MAX 5000   /* longest wait between connects */
 #define MQR_HELD_MAX       1024   /* unsettled deliveries of one handle */
-#define MQR_KNOWN_MAX      64     /* queues a handle remembers exist */
 #define MQR_DEAD_SCAN_MAX  1024   /* dead letters one list or requeue reads */
 #define MQR_QNAME_MAX      (MQ_NAME_MAX + 8) /* "Q:retry" and "Q:dead" */
 
@@ -82,8 +81,6 @@ struct mq_backend {
     struct rand rng;
     size_t nheld;
     struct mqr_held held[MQR_HELD_MAX]; /* ascending tags */
-    size_t nknown;
-    char known[MQR_KNOWN_MAX][MQ_NAME_MAX + 1];
 };
 
 /* Names and tables ------------------------------------------------------- */
@@ -189,7 +186,6 @@ static void mqr_disconnect(struct mq_backend *b)
     b->conn = NULL;
     b->scratch_open = false;
     b->nheld = 0;
-    b->nknown = 0;
 }
 
 /* Maps a failed RPC to an error code; a connection-level failure drops the
@@ -530,23 +526,6 @@ static int mqr_queue_declare(struct mq_backend *b, const char *name,
     return rc;
 }
 
-/* A queue already seen to exist by this handle, or checked now. */
-static int mqr_queue_known(struct mq_backend *b, const char *queue)
-{
-    int rc;
-
-    for (size_t i = 0; i < b->nknown; i++) {
-        if (strcmp(b->known[i], queue) == 0)
-            return ERR_OK;
-    }
-    rc = mqr_queue_declare(b, queue, true, amqp_empty_table, NULL);
-    if (rc != ERR_OK)
-        return rc;
-    if (b->nknown < MQR_KNOWN_MAX)
-        mq_copy_text(b->known[b->nknown++], MQ_NAME_MAX + 1, queue);
-    return ERR_OK;
-}
-
 static int mqr_bind(struct mq_backend *b, const char *queue,
                     const char *exchange, const char *key)
 {
@@ -658,7 +637,7 @@ static ssize_t mqr_held_of(const struct mq_backend *b,
  * dead-letter exchange.  A consumer that is alive but stuck past its
  * lease thus frees its messages at its next claim.
  */
-static int mqr_expire_leases(struct mq_backend *b, int *dead)
+static int mqr_expire_leases(struct mq_backend *b, size_t *returned, int *dead)
 {
     int64_t now = clock_wall_ms(b->cfg->clock);
     size_t i = 0;
@@ -682,6 +661,7 @@ static int mqr_expire_leases(struct mq_backend *b, int *dead)
                      h->queue, h->attempt);
             (*dead)++;
         }
+        (*returned)++;
         mqr_held_remove(b, i);
     }
     return ERR_OK;
@@ -833,21 +813,31 @@ static int mqr_get_one(struct mq_backend *b, const char *queue,
  * at once with what is ready.  Every delivery handed out is one the
  * consumer sees, so the quorum queue's delivery count is exactly the
  * attempts that consumers saw end without an ack.
+ *
+ * First a passive queue.declare reads the ready count (and finds a
+ * missing queue without a 404 on the claim channel): a basic.get on a
+ * quorum queue is a command through its Raft log, written to disk even
+ * when it finds nothing, and idle consumers poll.  So an empty queue
+ * costs one read, and a claim asks for no more than is ready.
  */
 static int mqr_consume(struct mq_backend *b, const char *queue, size_t max,
                        struct mq_batch *out, int *dead)
 {
-    size_t skipped = 0;
+    size_t skipped = 0, returned = 0, want;
+    uint32_t ready = 0;
     int rc;
 
     pthread_mutex_lock(&b->lock);
     if ((rc = mqr_connected(b)) != ERR_OK)
         goto out_unlock;
-    if ((rc = mqr_queue_known(b, queue)) != ERR_OK)
+    if ((rc = mqr_expire_leases(b, &returned, dead)) != ERR_OK)
         goto out_unlock;
-    if ((rc = mqr_expire_leases(b, dead)) != ERR_OK)
+    if ((rc = mqr_queue_declare(b, queue, true, amqp_empty_table, &ready)) !=
+        ERR_OK)
         goto out_unlock;
-    if (b->nheld + max > MQR_HELD_MAX) {
+    /* Given-back deliveries may not be counted yet (another channel). */
+    want = returned > 0 || ready >= max ? max : ready;
+    if (b->nheld + want > MQR_HELD_MAX) {
         log_warn("mq", "rabbitmq_held_full queue=%s held=%zu max=%d", queue,
                  b->nheld, MQR_HELD_MAX);
         rc = ERR_FULL;
@@ -855,7 +845,7 @@ static int mqr_consume(struct mq_backend *b, const char *queue, size_t max,
     }
     /* Dead-lettered deliveries do not count against max, but are bounded
      * too, so one call never drains a queue of poison. */
-    while (out->n < max && skipped < MQ_PREFETCH_MAX) {
+    while (out->n < want && skipped < MQ_PREFETCH_MAX) {
         enum mqr_got got;
         rc = mqr_get_one(b, queue, out, &got, dead);
         if (rc != ERR_OK || got == MQR_EMPTY)
