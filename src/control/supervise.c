@@ -316,7 +316,7 @@ static void instance_died(struct up *up, struct up_instance *in, int64_t now_ms)
      * registry names it; one that died and came back before the gateway
      * read the registry would come back still ejected.  So it rejoins only
      * once the gateway has dropped it. */
-    in->must_leave = true;
+    in->must_leave = in->role->routed;
     in->died_ms = now_ms;
     in->state = UP_BACKOFF;
     in->restart_at_ms = now_ms + delay;
