@@ -16,7 +16,10 @@
 #define STATUS_TIMEOUT_MS 3000
 
 static const struct config_key status_keys[] = {
-    PROGRAM_LOG_KEY,
+    /* Its own words say what failed; the HTTP client's warning would only
+     * repeat them. */
+    {"log.level", CONFIG_STRING, "error", 0, 0,
+     "debug, info, warn, error or off"},
     {"status.url", CONFIG_STRING, "http://127.0.0.1:8090", 0, 0,
      "the admin address of marquee up (its http.port)"},
 };

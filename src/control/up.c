@@ -493,7 +493,9 @@ int up_main(int argc, char **argv)
     }
     started = program_start(&cfg, up_keys, UP_NKEYS, argc, argv, "up",
                             "Starts and supervises every role on this "
-                            "machine.");
+                            "machine.  The first argument may be the "
+                            "topology file: marquee up "
+                            "deploy/topology/demo.json");
     if (started != ERR_OK)
         return started == PROGRAM_HELPED ? 2 : 1;
     up = calloc(1, sizeof(*up));
