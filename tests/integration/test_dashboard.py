@@ -155,11 +155,25 @@ def free_seats(svc, show, n):
     return seats[:n]
 
 
-def hold(svc, show, seat):
+def sign_in(gw):
+    """A new customer's Authorization header: the gateway names the
+    customer to booking from its access token, never from the client."""
+    name = "c" + uuid.uuid4().hex[:12]
+    account = {"email": f"{name}@example.com", "password": "a long pass",
+               "name": name}
+    status, _, body = gw.json("POST", "/v1/accounts", account)
+    assert status == 201, (status, body)
+    status, _, body = gw.json("POST", "/v1/sessions",
+                              {"email": account["email"],
+                               "password": account["password"]})
+    assert status == 201, (status, body)
+    return {"Authorization": f"Bearer {body['access_token']}"}
+
+
+def hold(svc, show, seat, auth):
     status, _, body = svc.json(
         "POST", f"/v1/shows/{show}/holds", {"seats": [seat]},
-        headers={"X-Customer-Id": "c-" + uuid.uuid4().hex[:12],
-                 "Idempotency-Key": "k-" + uuid.uuid4().hex})
+        headers=dict(auth, **{"Idempotency-Key": "k-" + uuid.uuid4().hex}))
     return status, body
 
 
@@ -210,6 +224,10 @@ class DashboardTest(unittest.TestCase):
             finally:
                 svc.close()
 
+    def setUp(self):
+        # A customer of its own per test: one may hold 10 seats of a show.
+        self.auth = sign_in(self.gw)
+
     def summary(self):
         status, headers, data = self.gw.request("GET", SUMMARY, headers=AUTH)
         self.assertEqual(status, 200, data)
@@ -248,7 +266,7 @@ class DashboardTest(unittest.TestCase):
             self.assertEqual(self.gw.request("GET", "/v1/empty/x")[0], 503)
         seats = free_seats(self.gw, SHOW, 2)
         for seat in seats:
-            status, body = hold(self.gw, SHOW, seat)
+            status, body = hold(self.gw, SHOW, seat, self.auth)
             self.assertEqual(status, 201, body)
 
         after = self.summary()
@@ -309,7 +327,7 @@ class DashboardTest(unittest.TestCase):
             if n % 10 == 0:
                 self.gw.request("GET", "/v1/empty/x")
             if n % 5 == 0 and seats:
-                if hold(self.gw, SHOW, seats.pop())[0] == 201:
+                if hold(self.gw, SHOW, seats.pop(), self.auth)[0] == 201:
                     sent["holds"] += 1
             sent["requests"] += 3
             time.sleep(0.01)
