@@ -314,6 +314,14 @@ const char *config_str(const struct config *cfg, const char *key)
     return value_of(cfg, key, CONFIG_STRING)->text;
 }
 
+bool config_given(const struct config *cfg, const char *key)
+{
+    for (size_t i = 0; i < cfg->nkeys; i++)
+        if (strcmp(cfg->keys[i].name, key) == 0)
+            return strcmp(cfg->values[i].source, "default") != 0;
+    return false;
+}
+
 void config_print_help(const struct config_key *keys, size_t nkeys, int fd)
 {
     static const char *const type_names[] = {"int", "bool", "string"};

@@ -77,6 +77,9 @@ int64_t config_int(const struct config *cfg, const char *key);
 bool config_bool(const struct config *cfg, const char *key);
 const char *config_str(const struct config *cfg, const char *key);
 
+/* Whether the key's value came from anywhere but its default. */
+bool config_given(const struct config *cfg, const char *key);
+
 /* Writes "key (type, default): help" lines for --help. */
 void config_print_help(const struct config_key *keys, size_t nkeys, int fd);
 

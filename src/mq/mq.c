@@ -452,6 +452,11 @@ void mq_close(struct mq *q)
     mq_free(q);
 }
 
+bool mq_configured(const struct config *cfg)
+{
+    return config_given(cfg, "mq.path") || config_given(cfg, "mq.backend");
+}
+
 void mq_config_from(struct mq_config *out, const struct config *cfg)
 {
     memset(out, 0, sizeof(*out));

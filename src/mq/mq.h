@@ -104,6 +104,13 @@ struct mq_config {
 void mq_config_from(struct mq_config *out, const struct config *cfg);
 
 /*
+ * Whether cfg names a queue at all: mq.path or mq.backend given (not left
+ * at its default).  Services that may run without a queue ask this
+ * before they open one.
+ */
+bool mq_configured(const struct config *cfg);
+
+/*
  * One delivered message, or one dead letter.  The strings are
  * NUL-terminated; body holds len bytes followed by a NUL (so a text body
  * can be read as a string) and belongs to the batch.

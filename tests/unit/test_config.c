@@ -114,6 +114,20 @@ TEST(config_defaults_applied)
     config_free(&cfg);
 }
 
+TEST(config_given_only_when_set)
+{
+    struct config cfg;
+
+    cfg_open(&cfg);
+    CHECK(!config_given(&cfg, "http.port"));
+    /* Set to the default's own value: still given, by someone. */
+    CHECK_INT(config_set(&cfg, "http.port", "8080", "flag"), ERR_OK);
+    CHECK(config_given(&cfg, "http.port"));
+    CHECK(!config_given(&cfg, "http.host"));
+    CHECK(!config_given(&cfg, "no.such.key"));
+    config_free(&cfg);
+}
+
 TEST(config_bad_default_refused)
 {
     static const struct config_key bad[] = {
@@ -619,7 +633,8 @@ TEST(config_print_help_lists_keys)
     CHECK_HAS(out, "string");
 }
 
-HARNESS_MAIN(T(config_defaults_applied), T(config_bad_default_refused),
+HARNESS_MAIN(T(config_defaults_applied), T(config_given_only_when_set),
+             T(config_bad_default_refused),
              T(config_file_parsing), T(config_file_quoted_values),
              T(config_file_unknown_key_refused),
              T(config_file_bad_value_refused),

@@ -39,8 +39,9 @@ static const struct config_key booking_keys[] = {
     {"booking.audit_interval_ms", CONFIG_INT, "10000", 100, 3600000,
      "how often the database is searched for a seat held twice"},
     {"booking.events", CONFIG_STRING, "", 0, 0,
-     "how show events arrive: queue (consumed from mq.path) or http "
-     "(POSTed by the catalog); empty: queue when mq.path is set, else http"},
+     "how show events arrive: queue (consumed from the message queue) or "
+     "http (POSTed by the catalog); empty: queue when mq.path or "
+     "mq.backend is set, else http"},
     {"booking.payment_url", CONFIG_STRING, "http://127.0.0.1:8083", 0, 0,
      "where the payment service answers, to charge and refund"},
     {"booking.payment_timeout_ms", CONFIG_INT, "3000", 100, 60000,
@@ -147,22 +148,13 @@ static void booking_init(struct booking *b, const struct config *cfg)
     pthread_mutex_init(&b->loaded_lock, NULL);
 }
 
-/* True when the key's value came from anywhere but its default. */
-static bool key_given(const struct config *cfg, const char *key)
-{
-    for (size_t i = 0; i < cfg->nkeys; i++)
-        if (strcmp(cfg->keys[i].name, key) == 0)
-            return strcmp(cfg->values[i].source, "default") != 0;
-    return false;
-}
-
 /* Whether show events come from the queue; ERR_CONFIG for a bad value. */
 static int events_from_queue(const struct config *cfg, bool *queue)
 {
     const char *how = config_str(cfg, "booking.events");
 
     if (how[0] == '\0') {
-        *queue = key_given(cfg, "mq.path");
+        *queue = mq_configured(cfg);
         return ERR_OK;
     }
     *queue = strcmp(how, "queue") == 0;
@@ -192,15 +184,16 @@ static int start_consumer(struct booking *b, const struct config *cfg)
 
 /*
  * Booking events go to the queue when it is configured, as the catalog's
- * do; without mq.path they stay in the outbox table, unsent, for a later
- * run that has one.
+ * do; with neither mq.path nor mq.backend they stay in the outbox table,
+ * unsent, for a later run that has one.
  */
 static int start_relay(struct booking *b, const struct config *cfg)
 {
     struct mq_config mc;
 
-    if (!key_given(cfg, "mq.path")) {
-        log_info("booking", "booking_events_unrelayed reason=\"no mq.path\"");
+    if (!mq_configured(cfg)) {
+        log_info("booking", "booking_events_unrelayed "
+                            "reason=\"neither mq.path nor mq.backend\"");
         return ERR_OK;
     }
     mq_config_from(&mc, cfg);

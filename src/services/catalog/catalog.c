@@ -31,9 +31,9 @@ static const struct config_key catalog_keys[] = {
      "comma-separated base URLs (http://host:port) told of show events; "
      "empty: none"},
     {"catalog.events", CONFIG_STRING, "", 0, 0,
-     "how show events leave: outbox (to the queue at mq.path) or "
-     "http-notify (to catalog.notify_urls); empty: outbox when mq.path is "
-     "set, else http-notify"},
+     "how show events leave: outbox (to the message queue) or "
+     "http-notify (to catalog.notify_urls); empty: outbox when mq.path or "
+     "mq.backend is set, else http-notify"},
     MQ_CONFIG_KEYS,
 };
 
@@ -88,15 +88,6 @@ static void catalog_thread_stop(void *app, void *data)
     free(t);
 }
 
-/* True when the key's value came from anywhere but its default. */
-static bool key_given(const struct config *cfg, const char *key)
-{
-    for (size_t i = 0; i < cfg->nkeys; i++)
-        if (strcmp(cfg->keys[i].name, key) == 0)
-            return strcmp(cfg->values[i].source, "default") != 0;
-    return false;
-}
-
 /* Opens the show events backend that catalog.events names. */
 static int open_events(struct catalog *cat, const struct config *cfg)
 {
@@ -105,7 +96,7 @@ static int open_events(struct catalog *cat, const struct config *cfg)
     struct mq_config mc;
 
     if (how[0] == '\0')
-        how = key_given(cfg, "mq.path") ? "outbox" : "http-notify";
+        how = mq_configured(cfg) ? "outbox" : "http-notify";
     if (strcmp(how, "http-notify") == 0)
         return show_events_http_open(urls, &cat->events);
     if (strcmp(how, "outbox") != 0) {
