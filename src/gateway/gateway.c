@@ -296,6 +296,9 @@ static int read_keys(struct gateway *gw, const struct config *cfg)
         (size_t)config_int(cfg, "gateway.max_response_bytes");
     gw->debug_headers = config_bool(cfg, "gateway.debug_headers");
     gw->admin_token = config_str(cfg, "gateway.admin_token");
+    if (gw->admin_token[0] != '\0')
+        snprintf(gw->upstream_admin_auth, sizeof(gw->upstream_admin_auth),
+                 "Bearer %s", gw->admin_token);
     gw->registry_path = config_str(cfg, "gateway.registry");
     gw->gateway_secret = config_str(cfg, "http.gateway_secret");
     gw->cache_bytes = (size_t)config_int(cfg, "gateway.cache.max_bytes");

@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "base/config.h"
 #include "base/rand.h"
 #include "gateway/balance.h"
 #include "gateway/breaker.h"
@@ -239,6 +240,9 @@ struct gateway {
     size_t max_response_bytes;
     bool debug_headers;
     const char *admin_token;   /* "" disables /admin/ */
+    /* "Bearer <admin_token>": what an admin's request carries upstream
+     * instead of the caller's own credentials; "" without a token. */
+    char upstream_admin_auth[CONFIG_VALUE_MAX + 8];
     char static_dir[PATH_MAX]; /* resolved; "" when missing */
 
     const char *registry_path; /* "" none */

@@ -31,7 +31,7 @@
 #define GW_ATTEMPTS_MAX (1 + GW_RETRY_MAX)
 /* X-Request-Id, X-Forwarded-For, X-Deadline-Ms and, when there are,
  * X-Customer-Id, X-Gateway-Secret and a revalidation's If-None-Match. */
-#define GW_ADDED_HEADERS 6
+#define GW_ADDED_HEADERS 7
 #define GW_XFF_MAX       512
 
 /* Cache-Status values (RFC 9211) of the gateway's answers. */
@@ -64,6 +64,7 @@ struct gw_call {
     char xff[GW_XFF_MAX];
     char deadline[24];
     char customer[HTTP_CUSTOMER_MAX + 1]; /* X-Customer-Id; "" none */
+    bool admin; /* the caller is an admin: the gateway's token goes up */
     const char *client_inm; /* the client's If-None-Match, or NULL */
     char *arena;            /* owns target, header text and body */
 
@@ -184,9 +185,13 @@ static bool header_dropped(const struct conn_lists *conn,
         "x-request-id",
         "x-forwarded-for",
         "x-deadline-ms",
-        /* Whom a request acts for is the gateway's to say. */
+        /* Whom a request acts for is the gateway's to say; the caller's
+         * own credentials stay here (a service never sees a customer's
+         * token or a partner's key, so a service's log cannot leak one). */
         "x-customer-id",
         "x-gateway-secret",
+        "authorization",
+        "x-api-key",
     };
 
     for (size_t k = 0; k < sizeof(drop) / sizeof(drop[0]); k++)
@@ -747,6 +752,12 @@ static void attempt(struct gw_call *c)
     if (c->customer[0] != '\0')
         h[added++] = (struct http_header_kv){"X-Customer-Id", 13, c->customer,
                                              strlen(c->customer)};
+    /* Services know one admin token, the one the gateway shares with them;
+     * an admin signed in with an access token is vouched for with it. */
+    if (c->admin && c->gw->upstream_admin_auth[0] != '\0')
+        h[added++] = (struct http_header_kv){
+            "Authorization", 13, c->gw->upstream_admin_auth,
+            strlen(c->gw->upstream_admin_auth)};
     if (c->gw->gateway_secret[0] != '\0')
         h[added++] = (struct http_header_kv){"X-Gateway-Secret", 16,
                                              c->gw->gateway_secret,
@@ -1082,6 +1093,7 @@ void gw_proxy(struct http_req *req, struct gateway *gw,
     c->shed_held = true;
     c->route_shed = r->max_in_flight > 0 ? &gw->route_shed[ri] : NULL;
     snprintf(c->customer, sizeof(c->customer), "%s", id->customer);
+    c->admin = id->kind == GW_IDENT_ADMIN;
     c->async = http_req_defer(req);
     if (cached)
         cache_miss(c, ckey, clen, auth);

@@ -84,7 +84,9 @@ class OriginHandler(http.server.BaseHTTPRequestHandler):
         body = json.dumps({
             "path": path,
             "customer": self.headers.get("X-Customer-Id"),
-            "secret": self.headers.get("X-Gateway-Secret")}).encode()
+            "secret": self.headers.get("X-Gateway-Secret"),
+            "authorization": self.headers.get("Authorization"),
+            "api_key": self.headers.get("X-Api-Key")}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -425,6 +427,9 @@ class GatewayEdgeTest(unittest.TestCase):
             self.assertEqual(s, 200)
             self.assertEqual(body["customer"], carol_id)
             self.assertEqual(body["secret"], GATEWAY_SECRET)
+            # The caller's own credentials stay at the gateway.
+            self.assertIsNone(body["authorization"])
+            self.assertIsNone(body["api_key"])
             # A client that names itself is not believed.
             s, _, body = gw.json("GET", "/v1/me",
                                  headers={"X-Customer-Id": "mallory",
@@ -444,6 +449,22 @@ class GatewayEdgeTest(unittest.TestCase):
             s, _, body = gw.json("POST", "/v1/admin/shows", {}, headers=carol)
             self.assertEqual(s, 403)
             self.assertEqual(origin.count("/v1/admin/shows"), 0)
+            # An admin signed in with an access token is vouched for
+            # upstream with the admin token the services share, not with
+            # the access token they cannot check.
+            admin = {"email": "root@example.com", "password": "a long pass",
+                     "name": "root", "role": "admin"}
+            s, _, body = gw.json("POST", "/v1/accounts", admin, headers=AUTH)
+            self.assertEqual(s, 201, body)
+            s, _, body = gw.json("POST", "/v1/sessions",
+                                 {"email": admin["email"],
+                                  "password": admin["password"]})
+            self.assertEqual(s, 201, body)
+            self.assertEqual(body["role"], "admin")
+            root = {"Authorization": f"Bearer {body['access_token']}"}
+            s, _, body = gw.json("GET", "/v1/admin/report", headers=root)
+            self.assertEqual(s, 200, body)
+            self.assertEqual(body["authorization"], AUTH["Authorization"])
         finally:
             origin.shutdown()
             origin.server_close()
