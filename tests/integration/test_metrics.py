@@ -242,7 +242,7 @@ class OversellAuditTest(unittest.TestCase):
                 scrape(booking), "marquee_booking_oversell_total") == 1)
             self.assertTrue(found, "the auditor did not count the seat")
             self.assertIn(f"oversell_found show=7 seat_index={first_seat} "
-                          "live_holds=2", booking.log())
+                          "claims=2", booking.log())
             # Seen again by later audits, counted once.
             audits = value(scrape(booking), "marquee_booking_audits_total")
             wait_for(lambda: value(scrape(booking),
@@ -250,6 +250,27 @@ class OversellAuditTest(unittest.TestCase):
                      >= audits + 3)
             self.assertEqual(value(scrape(booking),
                                    "marquee_booking_oversell_total"), 1)
+            # A confirmed booking's seat that a live hold also claims is
+            # the same fault.
+            second_seat = json.loads(row[1])[1]
+            con = sqlite3.connect(booking.db_path, timeout=10)
+            con.execute(
+                "INSERT INTO bookings (id, show_id, customer_id, hold_id, "
+                "intent_id, status, total, currency, charge_id, charged, "
+                "created_at, updated_at) VALUES ('7-bintruder', 7, "
+                "'intruder', '7-gone', '7-gone.0', 'confirmed', 100, 'INR', "
+                "'ch_x', 100, 0, 0)")
+            con.execute(
+                "INSERT INTO booking_seats (booking_id, idx, seat, category, "
+                "price, status) VALUES ('7-bintruder', ?, 'X', 'classic', "
+                "100, 'confirmed')", (second_seat,))
+            con.commit()
+            con.close()
+            found = wait_for(lambda: value(
+                scrape(booking), "marquee_booking_oversell_total") == 2)
+            self.assertTrue(found, "the auditor missed a booked seat")
+            self.assertIn(f"oversell_found show=7 seat_index={second_seat} "
+                          "claims=2", booking.log())
             self.assertEqual([booking.stop(), catalog.stop()], [0, 0])
         finally:
             booking.close()

@@ -24,15 +24,21 @@
 #define AUDIT_LOG_SEATS_MAX 16
 
 /*
- * Seats of live holds (active and unexpired) that another live hold of
- * the same show also claims.  holds_live (a partial index on active
- * holds) keeps this to the holds that are live now.
+ * Seats that two claims of the same show share, a claim being a live hold
+ * (active and unexpired) or a confirmed seat of a booking that is not
+ * cancelled: invariant I1.  The partial indexes holds_live and
+ * bookings_live keep the scan to what is live now.
  */
 static const char SQL_DOUBLE_HELD[] =
-    "SELECT h.show_id, CAST(j.value AS INTEGER), count(*) "
-    "FROM holds h, json_each(h.seat_idx) j "
-    "WHERE h.status = 'active' AND h.expires_at > ? "
-    "GROUP BY h.show_id, j.value HAVING count(*) > 1";
+    "SELECT show_id, idx, count(*) FROM ("
+    "  SELECT h.show_id AS show_id, CAST(j.value AS INTEGER) AS idx "
+    "  FROM holds h, json_each(h.seat_idx) j "
+    "  WHERE h.status = 'active' AND h.expires_at > ? "
+    "  UNION ALL "
+    "  SELECT b.show_id, s.idx FROM bookings b "
+    "  JOIN booking_seats s ON s.booking_id = b.id "
+    "  WHERE b.status != 'cancelled' AND s.status = 'confirmed') "
+    "GROUP BY show_id, idx HAVING count(*) > 1";
 
 struct booking_auditor {
     struct booking *b;
@@ -143,7 +149,7 @@ static int64_t audit_once(struct booking_auditor *a, struct store_conn *c)
         if (found < AUDIT_LOG_SEATS_MAX)
             log_error("booking",
                       "oversell_found show=%lld seat_index=%lld "
-                      "live_holds=%lld",
+                      "claims=%lld",
                       (long long)store_col_int(st, 0),
                       (long long)store_col_int(st, 1),
                       (long long)store_col_int(st, 2));
