@@ -22,8 +22,8 @@
 
 /* Between fork and exec only async-signal-safe calls: no malloc, no
  * stdio, no locks (another thread may have held one at the fork). */
-static void child_exec(char *const argv[], const char *log_path,
-                       const char *header, pid_t parent)
+static void child_exec(char *const argv[], char *const envp[],
+                       const char *log_path, const char *header, pid_t parent)
 {
     sigset_t none;
     int fd;
@@ -54,7 +54,7 @@ static void child_exec(char *const argv[], const char *log_path,
      * databases) is not the child's: an inherited listening socket would
      * keep the port taken after the supervisor ends. */
     close_range(3, ~0U, 0);
-    execv(argv[0], argv);
+    execve(argv[0], argv, envp);
     {
         static const char msg[] = "up: exec failed\n";
 
@@ -64,8 +64,8 @@ static void child_exec(char *const argv[], const char *log_path,
     _exit(127);
 }
 
-int proc_spawn(char *const argv[], const char *log_path, const char *header,
-               pid_t *pid)
+int proc_spawn(char *const argv[], char *const envp[], const char *log_path,
+               const char *header, pid_t *pid)
 {
     pid_t parent = getpid();
     pid_t child = fork();
@@ -75,7 +75,7 @@ int proc_spawn(char *const argv[], const char *log_path, const char *header,
         return ERR_SYS;
     }
     if (child == 0)
-        child_exec(argv, log_path, header, parent);
+        child_exec(argv, envp, log_path, header, parent);
     *pid = child;
     return ERR_OK;
 }

@@ -11,6 +11,7 @@
 
 /* Named limits. */
 #define PROC_ARGS_MAX  64   /* argv entries of a child, the NULL included */
+#define PROC_ENV_MAX   1024 /* environment entries of a child, the NULL too */
 #define PROC_HELP_MAX  8192 /* bytes of `marquee --help` read */
 #define PROC_EXIT_TEXT 32   /* "signal 9", "exit 1" */
 
@@ -20,12 +21,13 @@
  * children in order), SIGTERM when the calling thread dies (so a
  * supervisor killed with SIGKILL leaves no orphan), signals unblocked,
  * stdin from /dev/null, stdout and stderr appended to log_path after a
- * first line `header`.  Must be called from the thread that will reap it.
+ * first line `header`.  envp (NULL-terminated) is its whole environment.
+ * Must be called from the thread that will reap it.
  * Returns ERR_OK with *pid set, or ERR_SYS (fork failed, logged); a child
  * that cannot exec exits 127 and says why in its log.
  */
-int proc_spawn(char *const argv[], const char *log_path, const char *header,
-               pid_t *pid);
+int proc_spawn(char *const argv[], char *const envp[], const char *log_path,
+               const char *header, pid_t *pid);
 
 /* "exit N" or "signal N" from a wait status, into out. */
 void proc_exit_text(int status, char out[PROC_EXIT_TEXT]);

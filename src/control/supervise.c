@@ -3,6 +3,8 @@
  * it ready, put it in the gateway's registry, check it, restart it with
  * backoff when it dies or stops answering, drain it before it stops.
  */
+#include <assert.h>
+#include <ctype.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -136,10 +138,22 @@ int up_ports_reserve(struct up *up)
     return ERR_OK;
 }
 
+#define UP_SECRETS_MAX 4 /* secrets one child gets in its environment */
+
+/*
+ * A child's command line and environment.  Secrets (admin tokens, the
+ * gateway's secret, the token secret) go in the environment as
+ * MARQUEE_<KEY>, which config_load reads: a command line is readable by
+ * every local user (ps, /proc/<pid>/cmdline), an environment only by the
+ * process's owner.
+ */
 struct up_args {
     size_t n;
     char *argv[PROC_ARGS_MAX];
     char text[PROC_ARGS_MAX][UP_ARG_MAX];
+    size_t nsecrets;
+    char secret[UP_SECRETS_MAX][UP_ARG_MAX];
+    char *envp[PROC_ENV_MAX];
 };
 
 static void arg_add(struct up_args *a, const char *fmt, ...)
@@ -159,6 +173,49 @@ static void arg_add(struct up_args *a, const char *fmt, ...)
     a->argv[a->n] = NULL;
 }
 
+/* Adds MARQUEE_<KEY>=value ("gateway.admin_token" -> MARQUEE_GATEWAY_
+ * ADMIN_TOKEN, as config_load_env names it) to the child's secrets. */
+static void secret_add(struct up_args *a, const char *key, const char *value)
+{
+    assert(a->nsecrets < UP_SECRETS_MAX);
+    char *out = a->secret[a->nsecrets++];
+    size_t n = (size_t)snprintf(out, UP_ARG_MAX, "MARQUEE_");
+
+    for (const char *p = key; *p != '\0' && n + 1 < UP_ARG_MAX; p++)
+        out[n++] =
+            *p == '.' || *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+    snprintf(out + n, UP_ARG_MAX - n, "=%s", value);
+}
+
+/* The supervisor's own environment, less any variable a secret sets,
+ * then the secrets. */
+static void env_build(struct up_args *a)
+{
+    extern char **environ;
+    size_t n = 0, room = PROC_ENV_MAX - 1 - a->nsecrets;
+    bool cut = false;
+
+    for (char **e = environ; e != NULL && *e != NULL; e++) {
+        bool replaced = false;
+        for (size_t i = 0; i < a->nsecrets && !replaced; i++) {
+            size_t name = (size_t)(strchr(a->secret[i], '=') - a->secret[i]);
+            replaced = strncmp(*e, a->secret[i], name + 1) == 0;
+        }
+        if (replaced)
+            continue;
+        if (n == room) {
+            cut = true;
+            break;
+        }
+        a->envp[n++] = *e;
+    }
+    if (cut)
+        log_warn("up", "child_environment_cut kept=%zu", n);
+    for (size_t i = 0; i < a->nsecrets; i++)
+        a->envp[n++] = a->secret[i];
+    a->envp[n] = NULL;
+}
+
 static void args_build(struct up *up, const struct up_instance *in,
                        struct up_args *a)
 {
@@ -168,6 +225,7 @@ static void args_build(struct up *up, const struct up_instance *in,
     int port;
 
     a->n = 0;
+    a->nsecrets = 0;
     arg_add(a, "%s", up->bin);
     arg_add(a, "%s", role);
     arg_add(a, "--http.host=127.0.0.1");
@@ -178,9 +236,9 @@ static void args_build(struct up *up, const struct up_instance *in,
     if (in->role->has_accounts)
         arg_add(a, "--gateway.accounts.path=%s/accounts.db", up->data_dir);
     if (in->role->has_gateway_secret && up->gateway_secret[0] != '\0')
-        arg_add(a, "--http.gateway_secret=%s", up->gateway_secret);
+        secret_add(a, "http.gateway_secret", up->gateway_secret);
     if (in->role->has_token_secret)
-        arg_add(a, "--gateway.token_secret=%s", up->token_secret);
+        secret_add(a, "gateway.token_secret", up->token_secret);
     if (strcmp(role, "booking") == 0 || strcmp(role, "catalog") == 0 ||
         strcmp(role, "notify") == 0)
         arg_add(a, "--mq.path=%s/queue.db", up->data_dir);
@@ -191,12 +249,15 @@ static void args_build(struct up *up, const struct up_instance *in,
             arg_add(a, "--booking.catalog_url=http://127.0.0.1:%d", port);
     }
     if (strcmp(role, "catalog") == 0 || strcmp(role, "payment") == 0 ||
-        strcmp(role, "notify") == 0)
-        arg_add(a, "--%s.admin_token=%s", role, up->token);
+        strcmp(role, "notify") == 0) {
+        char key[64];
+        snprintf(key, sizeof(key), "%s.admin_token", role);
+        secret_add(a, key, up->token);
+    }
     if (gateway) {
         arg_add(a, "--gateway.routes=%s", up->routes_out);
         arg_add(a, "--gateway.registry=%s", up->registry);
-        arg_add(a, "--gateway.admin_token=%s", up->token);
+        secret_add(a, "gateway.admin_token", up->token);
     }
     /* The topology's flags come last, so they win over the defaults. */
     for (size_t i = 0; i < t->nflags; i++)
@@ -218,7 +279,8 @@ static int instance_spawn(struct up *up, struct up_instance *in, int64_t now_ms)
              in->name);
     snprintf(header, sizeof(header), "---- marquee up: start %s port %d\n",
              in->name, in->port);
-    rc = proc_spawn(args.argv, log_path, header, &in->pid);
+    env_build(&args);
+    rc = proc_spawn(args.argv, args.envp, log_path, header, &in->pid);
     in->started_ms = now_ms;
     in->next_check_ms = now_ms;
     in->check_failures = 0;

@@ -379,6 +379,28 @@ class UpSupervisionTest(unittest.TestCase):
         self.assertRegex(out.stdout, r"booking-1 +127\.0\.0\.1:\d+ +ready .* "
                                      r"up +\d+ +closed")
 
+    def test_e_secrets_stay_off_command_lines(self):
+        # A command line is readable by every local user; the admin token
+        # and the gateway's secrets travel in the children's environment.
+        admin_roles = {"gateway", "catalog", "payment", "notify"}
+        for inst in self.up.instances().values():
+            pid, role = inst["pid"], inst["name"].rsplit("-", 1)[0]
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            self.assertFalse([a for a in argv if TOKEN.encode() in a
+                              or b"secret" in a or b"admin_token" in a],
+                             argv)
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = dict(e.split(b"=", 1) for e in f.read().split(b"\0")
+                           if b"=" in e)
+            if role in admin_roles:
+                key = f"MARQUEE_{role.upper()}_ADMIN_TOKEN".encode()
+                self.assertEqual(env.get(key), TOKEN.encode(), role)
+            if role != "payment":
+                self.assertGreaterEqual(
+                    len(env.get(b"MARQUEE_HTTP_GATEWAY_SECRET", b"")), 16,
+                    role)
+
     def test_z_sigterm_stops_everything_gateway_first(self):
         pids = {i["name"]: i["pid"] for i in self.up.instances().values()}
         code = self.up.stop()
