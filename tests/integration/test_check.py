@@ -302,6 +302,35 @@ class CheckTest(CheckoutCase):
         self.assertEqual([m["currency"] for m in money], ["INR"])
         self.assertIn(": 777 apart", money[0]["detail"])
 
+    def test_charge_in_flight_is_pending_then_not(self):
+        """A charge booking has not settled: pending, and money with it."""
+        paths = self.copy()
+        con = sqlite3.connect(paths["booking"])
+        intent, amount = con.execute(
+            "SELECT id, amount FROM intents WHERE state = 'declined'"
+        ).fetchone()
+        con.close()
+        now_ms = int(time.time() * 1000)
+        self.edit(paths["booking"], (
+            "UPDATE intents SET state = 'pending', updated_at = ? "
+            "WHERE id = ?", (now_ms, intent)))
+        self.edit(paths["payment"], (
+            "INSERT INTO charges (id, status, amount, currency, reference, "
+            "customer_id, provider_key, provider_charge_id, created_at) "
+            "VALUES ('ch_late', 'succeeded', ?, 'INR', ?, 'cust-1', ?, "
+            "'pc_2', ?)", (amount, intent, "late:" + intent, now_ms)))
+        code, findings, summary, out, err = run_check(paths)
+        self.assertEqual(code, 0, out + err)
+        self.assertEqual(sorted((f["invariant"], f["status"], f["kind"])
+                                for f in findings),
+                         [("I3", "pending", "charge-not-settled"),
+                          ("I6", "pending", "money-unsettled")], out)
+        # Past the grace period the same state is a violation.
+        found = self.broken(paths, "I3", "charge-not-settled")
+        self.assertEqual([(f["charge_id"], f["reference"]) for f in found],
+                         [("ch_late", intent)])
+        self.assertEqual(len(self.broken(paths, "I6", "money-differs")), 1)
+
     def test_booking_without_charge(self):
         paths = self.copy()
         kept = self.world["kept"]
