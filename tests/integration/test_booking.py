@@ -81,6 +81,11 @@ def hold(svc, show, seats, cust=None, key=None, timeout=15):
                     headers, timeout=timeout)
 
 
+def owner(h):
+    """The headers that act for the customer who holds h."""
+    return {"X-Customer-Id": h["customer_id"]}
+
+
 def seat_ids(seatmap, row=0, count=None):
     r = seatmap["rows"][row]
     ids = [f"{r['label']}{n}" for n in r["seats"] if n is not None]
@@ -159,16 +164,55 @@ class SeatMapAndHoldsTest(unittest.TestCase):
         self.assertEqual(m2["rows"][1]["states"].count("H"), 2)
         self.assertEqual(m2["counts"]["held"], 2)
 
-        status, _, again = self.svc.json("GET", f"/v1/holds/{h['id']}")
+        status, _, again = self.svc.json("GET", f"/v1/holds/{h['id']}",
+                                         headers=owner(h))
         self.assertEqual((status, again), (200, h))
-        status, _, released = self.svc.json("DELETE", f"/v1/holds/{h['id']}")
+        status, _, released = self.svc.json("DELETE", f"/v1/holds/{h['id']}",
+                                            headers=owner(h))
         self.assertEqual(status, 200)
         self.assertEqual(released["status"], "released")
         _, m3 = self.seatmap(6)
         self.assertEqual(m3["counts"]["held"], 0)
         # Releasing twice answers the same.
-        status, _, twice = self.svc.json("DELETE", f"/v1/holds/{h['id']}")
+        status, _, twice = self.svc.json("DELETE", f"/v1/holds/{h['id']}",
+                                         headers=owner(h))
         self.assertEqual((status, twice["status"]), (200, "released"))
+
+    def test_a_hold_answers_only_its_customer(self):
+        _, m = self.seatmap(6)
+        status, _, h = hold(self.svc, 6, seat_ids(m, 3, 2))
+        self.assertEqual(status, 201, h)
+        path = f"/v1/holds/{h['id']}"
+        stranger = {"X-Customer-Id": customer()}
+        # Another customer is told exactly what a missing hold tells.
+        for method, url in (("GET", path), ("DELETE", path),
+                            ("POST", path + "/extend")):
+            status, headers, body = self.svc.json(method, url,
+                                                  headers=stranger)
+            self.assertEqual((status, body["type"]),
+                             (404, "/problems/not-found"), (method, body))
+            self.assertEqual(headers["content-type"],
+                             "application/problem+json")
+            self.assertNotIn(h["customer_id"], json.dumps(body))
+        # Without a customer, or with a malformed one: 400, before any look.
+        for who in ({}, {"X-Customer-Id": "bad id\u00e9"}):
+            for method, url in (("GET", path), ("DELETE", path),
+                                ("POST", path + "/extend")):
+                status, _, body = self.svc.json(method, url, headers=who)
+                self.assertEqual((status, body["type"]),
+                                 (400, "/problems/invalid-customer"),
+                                 (method, who, body))
+        # Nothing changed: still active, seats still held, no extension.
+        status, _, now = self.svc.json("GET", path, headers=owner(h))
+        self.assertEqual((status, now), (200, h))
+        _, m2 = self.seatmap(6)
+        self.assertEqual(m2["rows"][3]["states"].count("H"), 2)
+        # The owner still can.
+        status, _, ext = self.svc.json("POST", path + "/extend",
+                                       headers=owner(h))
+        self.assertEqual((status, ext["extensions"]), (200, 1), ext)
+        status, _, gone = self.svc.json("DELETE", path, headers=owner(h))
+        self.assertEqual((status, gone["status"]), (200, "released"))
 
     def test_conflict_names_the_seats_gone(self):
         _, m = self.seatmap(7)
@@ -216,7 +260,9 @@ class SeatMapAndHoldsTest(unittest.TestCase):
         # Nothing was half-written by any of them.
         _, m2 = self.seatmap(8)
         self.assertEqual(m2["counts"]["held"], 0)
-        self.assertEqual(self.svc.json("GET", "/v1/holds/1-zz")[0], 404)
+        self.assertEqual(self.svc.json("GET", "/v1/holds/1-zz",
+                                       headers={"X-Customer-Id": "x"})[0],
+                         404)
 
     def test_customer_limit_per_show(self):
         _, m = self.seatmap(9)
@@ -234,12 +280,14 @@ class SeatMapAndHoldsTest(unittest.TestCase):
         _, m = self.seatmap(10)
         status, _, h = hold(self.svc, 10, seat_ids(m, 0, 1))
         self.assertEqual(status, 201)
-        status, _, ext = self.svc.json("POST", f"/v1/holds/{h['id']}/extend")
+        status, _, ext = self.svc.json("POST", f"/v1/holds/{h['id']}/extend",
+                                       headers=owner(h))
         self.assertEqual(status, 200, ext)
         self.assertEqual(ext["extensions"], 1)
         self.assertGreaterEqual(ext["expires_at"], h["expires_at"])
         self.assertLessEqual(ext["expires_at"], h["max_expires_at"])
-        status, _, body = self.svc.json("POST", f"/v1/holds/{h['id']}/extend")
+        status, _, body = self.svc.json("POST", f"/v1/holds/{h['id']}/extend",
+                                        headers=owner(h))
         self.assertEqual((status, body["type"]),
                          (409, "/problems/extension-limit"))
 
@@ -263,7 +311,8 @@ class SeatMapAndHoldsTest(unittest.TestCase):
         key2 = "key-" + uuid.uuid4().hex
         status, _, refused = hold(self.svc, 11, seats, who, key2)
         self.assertEqual(status, 409)
-        self.svc.json("DELETE", f"/v1/holds/{first['id']}")
+        self.assertEqual(self.svc.json("DELETE", f"/v1/holds/{first['id']}",
+                                       headers=owner(first))[0], 200)
         time.sleep(0.3)
         status, _, again = hold(self.svc, 11, seats, who, key2)
         self.assertEqual((status, again["type"]),
@@ -362,7 +411,8 @@ class CatalogLinkTest(unittest.TestCase):
                 break
             self.assertLess(time.monotonic(), deadline, body)
             if status == 201:
-                self.p.booking.json("DELETE", f"/v1/holds/{body['id']}")
+                self.p.booking.json("DELETE", f"/v1/holds/{body['id']}",
+                                    headers=owner(body))
             time.sleep(0.1)
         _, _, m2 = self.p.booking.json("GET",
                                        f"/v1/shows/{show['id']}/seats")
@@ -404,17 +454,20 @@ class ExpiryTest(unittest.TestCase):
             self.assertEqual(status, 201)
             self.assertEqual(hold(svc, 3, seats)[0], 409)
             time.sleep(2.5)
-            status, _, again = svc.json("GET", f"/v1/holds/{h['id']}")
+            status, _, again = svc.json("GET", f"/v1/holds/{h['id']}",
+                                        headers=owner(h))
             self.assertEqual(again["status"], "expired")
             _, _, m2 = svc.json("GET", "/v1/shows/3/seats")
             self.assertEqual(m2["counts"]["held"], 0)
             status, _, h2 = hold(svc, 3, seats)
             self.assertEqual(status, 201, h2)
-            status, _, ext = svc.json("POST", f"/v1/holds/{h['id']}/extend")
+            status, _, ext = svc.json("POST", f"/v1/holds/{h['id']}/extend",
+                                      headers=owner(h))
             self.assertEqual((status, ext["type"]),
                              (409, "/problems/hold-not-active"))
             # Max life 2 s: no extension can go past it.
-            status, _, ext = svc.json("POST", f"/v1/holds/{h2['id']}/extend")
+            status, _, ext = svc.json("POST", f"/v1/holds/{h2['id']}/extend",
+                                      headers=owner(h2))
             self.assertEqual((status, ext["type"]),
                              (409, "/problems/extension-limit"))
             con = sqlite3.connect(p.db)
@@ -491,11 +544,16 @@ class NoOversellTest(unittest.TestCase):
                     if status == 201:
                         with lock:
                             acks.append(body)
-                        mine.append(body["id"])
+                        mine.append(body)
                     elif status not in (409, 503):
                         errors.append(f"{status} {body}")
                     if mine and rng.random() < 0.5:
-                        svc.json("DELETE", f"/v1/holds/{mine.pop()}")
+                        gone = mine.pop()
+                        status, _, body = svc.json(
+                            "DELETE", f"/v1/holds/{gone['id']}",
+                            headers=owner(gone))
+                        if status not in (200, 503):
+                            errors.append(f"release {status} {body}")
 
             threads = [threading.Thread(target=client, args=(n,))
                        for n in range(self.CLIENTS)]
@@ -611,7 +669,8 @@ class CrashTest(unittest.TestCase):
             self.assertGreater(len(acks), 5)
             svc.start()
             for a in acks:
-                status, _, h = svc.json("GET", f"/v1/holds/{a['id']}")
+                status, _, h = svc.json("GET", f"/v1/holds/{a['id']}",
+                                        headers=owner(a))
                 self.assertEqual(status, 200, a["id"])
                 self.assertEqual(h["status"], "active")
             _, _, m2 = svc.json("GET", "/v1/shows/4/seats")

@@ -256,23 +256,25 @@ class BookingApiTest(ApiCase):
         self.assertEqual((h["customer_id"], h["status"]), (who, "active"))
         self.assertEqual((h["extensions"], h["extensions_left"]), (0, 1))
         path = f"/v1/holds/{h['id']}"
+        mine = {"X-Customer-Id": who}
 
-        _, again = self.call("GET", path, expect=200)
+        _, again = self.call("GET", path, headers=mine, expect=200)
         self.assertEqual(again, h)
-        _, ext = self.call("POST", f"{path}/extend", expect=200)
+        _, ext = self.call("POST", f"{path}/extend", headers=mine,
+                           expect=200)
         self.assertEqual((ext["extensions"], ext["extensions_left"]), (1, 0))
         self.assertLessEqual(ext["expires_at"], ext["max_expires_at"])
-        self.call("POST", f"{path}/extend", {}, expect=409,
+        self.call("POST", f"{path}/extend", {}, mine, expect=409,
                   ptype="extension-limit")
 
-        _, released = self.call("DELETE", path, expect=200)
+        _, released = self.call("DELETE", path, headers=mine, expect=200)
         self.assertEqual(released["status"], "released")
         # Releasing again answers how it ended.
-        _, twice = self.call("DELETE", path, expect=200)
+        _, twice = self.call("DELETE", path, headers=mine, expect=200)
         self.assertEqual(twice["status"], "released")
-        _, read = self.call("GET", path, expect=200)
+        _, read = self.call("GET", path, headers=mine, expect=200)
         self.assertEqual(read["status"], "released")
-        self.call("POST", f"{path}/extend", expect=409,
+        self.call("POST", f"{path}/extend", headers=mine, expect=409,
                   ptype="hold-not-active")
         self.assertEqual(self.seatmap(show)["counts"]["held"], 0)
 
@@ -403,7 +405,23 @@ class BookingApiTest(ApiCase):
                              ("POST", f"/v1/holds/{missing}/extend"),
                              ("POST", "/v1/holds/zz/extend")):
             with self.subTest(method=method, path=path):
-                self.call(method, path, expect=404, ptype="not-found")
+                self.call(method, path, headers={"X-Customer-Id": customer()},
+                          expect=404, ptype="not-found")
+        # Someone else's hold is not found either; no customer is a 400.
+        _, h = self.create(show, seat_ids(self.seatmap(show), 0, 1),
+                           expect=201)
+        path = f"/v1/holds/{h['id']}"
+        for method, url in (("GET", path), ("DELETE", path),
+                            ("POST", f"{path}/extend")):
+            with self.subTest(method=method, path=url, who="stranger"):
+                self.call(method, url, headers={"X-Customer-Id": customer()},
+                          expect=404, ptype="not-found")
+            with self.subTest(method=method, path=url, who="nobody"):
+                self.call(method, url, expect=400, ptype="invalid-customer")
+        _, read = self.call("GET", path,
+                            headers={"X-Customer-Id": h["customer_id"]},
+                            expect=200)
+        self.assertEqual(read, h)
         # No route at all: the same problem, checked against a 404 of the
         # description (a path it does not have has no operation).
         status, got, raw = self.svc.request("GET", "/v1/nope")
@@ -417,18 +435,23 @@ class BookingApiTest(ApiCase):
         m = self.seatmap(show)
         _, h = self.create(show, seat_ids(m, 0, 1), expect=201)
         path = f"/v1/holds/{h['id']}/extend"
-        _, data = self.call("POST", path, {"minutes": 5}, expect=422,
+        mine = {"X-Customer-Id": h["customer_id"]}
+        _, data = self.call("POST", path, {"minutes": 5}, mine, expect=422,
                             ptype="validation-failed")
         self.assertEqual([(e["field"], e["code"]) for e in data["errors"]],
                          [("minutes", "unknown-field")])
-        self.call("POST", path, b"{}", expect=415,
+        self.call("POST", path, b"{}", mine, expect=415,
                   ptype="unsupported-media-type")
-        self.call("POST", path, b"[]", JSON_TYPE, expect=400,
+        self.call("POST", path, b"[]", {**JSON_TYPE, **mine}, expect=400,
                   ptype="malformed-json")
-        self.call("POST", path, headers={"Idempotency-Key": ""}, expect=400,
-                  ptype="invalid-idempotency-key")
+        self.call("POST", path, headers={**mine, "Idempotency-Key": ""},
+                  expect=400, ptype="invalid-idempotency-key")
+        self.call("POST", path, expect=400, ptype="invalid-customer")
+        self.call("POST", path, headers={"X-Customer-Id": "no spaces"},
+                  expect=400, ptype="invalid-customer")
         # None of them extended the hold.
-        _, read = self.call("GET", f"/v1/holds/{h['id']}", expect=200)
+        _, read = self.call("GET", f"/v1/holds/{h['id']}", headers=mine,
+                            expect=200)
         self.assertEqual(read["extensions"], 0)
 
     # ------------------------------------------------------------ idempotency
@@ -472,7 +495,7 @@ class BookingApiTest(ApiCase):
         m = self.seatmap(show)
         _, h = self.create(show, seat_ids(m, 0, 1), expect=201)
         path = f"/v1/holds/{h['id']}/extend"
-        who, k = {"X-Customer-Id": customer()}, key()
+        who, k = {"X-Customer-Id": h["customer_id"]}, key()
         req = ("POST", path, None, {**who, "Idempotency-Key": k})
         _, first = self.call(*req, expect=200)
         _, second = self.replay(*req, expect=200)
@@ -658,7 +681,8 @@ class InFlightTest(ApiCase):
             self.assertLess(time.monotonic(), deadline)
             time.sleep(0.02)
         threads.append(self.background(rest, "GET", f"/v1/shows/{show}/seats"))
-        threads.append(self.background(rest, "DELETE", f"/v1/holds/{hold}"))
+        threads.append(self.background(rest, "DELETE", f"/v1/holds/{hold}",
+                                       headers={"X-Customer-Id": "c-flight"}))
         time.sleep(0.2)
         catalog.release()
         for thread in threads:

@@ -533,13 +533,14 @@ void booking_handle_get_hold(struct http_req *req, void *app)
     struct booking *b = app;
     struct booking_thread *t = http_req_thread_data(req);
     struct hold_row row;
-    const char *id;
+    const char *id, *customer = http_req_customer(req);
     int64_t show_id;
 
-    if (!hold_param(req, &id, &show_id))
+    if (customer == NULL || !hold_param(req, &id, &show_id))
         return;
     int rc = booking_hold_read(t->conn, id, &row);
-    if (rc == ERR_NOTFOUND)
+    if (rc == ERR_NOTFOUND ||
+        (rc == ERR_OK && strcmp(row.customer, customer) != 0))
         http_respond_problem(req, 404, "not-found", "Not found",
                              "there is no hold %s", id);
     else if (rc != ERR_OK)
@@ -562,7 +563,7 @@ static void dispatch_hold_op(struct http_req *req, struct booking *b,
         http_respond_unavailable(req, 1, "out of memory");
         return;
     }
-    if (!hold_param(req, &id, &op->show_id)) {
+    if (!read_customer(req, op) || !hold_param(req, &id, &op->show_id)) {
         booking_op_free(op);
         return;
     }
@@ -603,10 +604,8 @@ void booking_handle_extend_hold(struct http_req *req, void *app)
         http_respond_unavailable(req, 1, "out of memory");
         return;
     }
-    const char *customer = http_req_header(req, "x-customer-id");
-    snprintf(op->customer, sizeof(op->customer), "%s",
-             http_customer_ok(customer) ? customer : "anonymous");
-    if (!hold_param(req, &id, &op->show_id) || idem_begin(b, req, op)) {
+    if (!read_customer(req, op) || !hold_param(req, &id, &op->show_id) ||
+        idem_begin(b, req, op)) {
         booking_op_free(op);
         return;
     }
@@ -796,7 +795,11 @@ static bool load_hold(struct booking_thread *t, struct booking_op *op,
 {
     int rc = booking_hold_read(t->conn, op->hold_id, row);
 
-    if (rc == ERR_NOTFOUND || (rc == ERR_OK && row->show_id != op->show_id))
+    /* Another customer's hold answers as if it did not exist: its id
+     * tells nothing about whose it is. */
+    if (rc == ERR_NOTFOUND ||
+        (rc == ERR_OK && (row->show_id != op->show_id ||
+                          strcmp(row->customer, op->customer) != 0)))
         booking_op_fail(op, 404, "not-found", "Not found",
                         "there is no hold %s", op->hold_id);
     else if (rc != ERR_OK)
