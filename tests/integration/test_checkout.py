@@ -216,7 +216,9 @@ class CheckoutCase(unittest.TestCase):
                          ptype)
 
     def get_hold(self, hold):
-        return self.call("GET", f"/v1/holds/{hold['id']}", expect=200)[1]
+        return self.call("GET", f"/v1/holds/{hold['id']}",
+                         headers={"X-Customer-Id": hold["customer_id"]},
+                         expect=200)[1]
 
     def get_booking(self, booking_id, customer="cust-1", expect=200):
         return self.call("GET", f"/v1/bookings/{booking_id}",
@@ -339,7 +341,8 @@ class CheckoutTest(CheckoutCase):
             self.checkout(hold, key(), expect=409,
                           ptype="checkout-in-progress")
             # Nor may the hold be released under the payment.
-            self.call("DELETE", f"/v1/holds/{hold['id']}", expect=409,
+            self.call("DELETE", f"/v1/holds/{hold['id']}",
+                      headers={"X-Customer-Id": "cust-1"}, expect=409,
                       ptype="checkout-in-progress")
         finally:
             first.join()
@@ -484,7 +487,8 @@ class CheckoutTest(CheckoutCase):
                 if r[0] == 503:
                     self.assertIn("retry-after", r[1])
                     self.assertEqual(self.call(
-                        "GET", f"/v1/holds/{h['id']}", expect=200,
+                        "GET", f"/v1/holds/{h['id']}",
+                        headers={"X-Customer-Id": "cust-1"}, expect=200,
                         svc=small)[1]["status"], "active")
 
     def test_bad_requests(self):
@@ -515,6 +519,12 @@ class CheckoutTest(CheckoutCase):
                           body)
         # Someone else's hold, and holds that do not exist, are not found.
         self.checkout(hold, customer="cust-2", expect=404, ptype="not-found")
+        self.assertEqual(self.get_hold(hold), hold)
+        self.assertEqual(self.seat_states(show)["B"][5], "H")  # B6 held
+        self.assertEqual(self.platform.charges_of(hold["id"]), [])
+        self.assertEqual(self.booking_db(
+            "SELECT count(*) FROM intents WHERE hold_id = ?",
+            (hold["id"],))[0][0], 0)
         self.call("POST", f"/v1/holds/{show['id']}-00000000000000ff/checkout",
                   {"payment": {"token": "tok_visa"}},
                   dict(me, **{"Idempotency-Key": key()}), 404, "not-found")
@@ -522,7 +532,8 @@ class CheckoutTest(CheckoutCase):
                   {"payment": {"token": "tok_visa"}},
                   dict(me, **{"Idempotency-Key": key()}), 404, "not-found")
         # A released hold cannot be paid for.
-        self.call("DELETE", f"/v1/holds/{hold['id']}", expect=200)
+        self.call("DELETE", f"/v1/holds/{hold['id']}", headers=me,
+                  expect=200)
         self.checkout(hold, expect=409, ptype="hold-not-active")
         self.assertEqual(self.platform.charges_of(hold["id"]), [])
 
