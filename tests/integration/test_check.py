@@ -118,7 +118,9 @@ class CheckTest(CheckoutCase):
         declined = case.hold(show, ["A7"])
         case.checkout(declined, token="tok_decline", expect=402)
         released = case.hold(show, ["A8"])
-        case.call("DELETE", f"/v1/holds/{released['id']}", expect=200)
+        case.call("DELETE", f"/v1/holds/{released['id']}",
+                  headers={"X-Customer-Id": released["customer_id"]},
+                  expect=200)
         w["live"] = case.hold(show, ["A4"], customer="cust-2")
         cls.settle(case, 3)
         return w

@@ -192,7 +192,9 @@ class ServiceMetricsTest(unittest.TestCase):
                          conflicts0 + 1)
         self.assertGreater(value(s1, "marquee_store_commits_total"), commits0)
 
-        self.assertEqual(svc.json("DELETE", f"/v1/holds/{h['id']}")[0], 200)
+        self.assertEqual(svc.json("DELETE", f"/v1/holds/{h['id']}",
+                                  headers={"X-Customer-Id":
+                                           h["customer_id"]})[0], 200)
         freed = wait_for(lambda: value(scrape(svc), "marquee_booking_seats",
                                        state="held") == 0)
         self.assertTrue(freed, "the held-seats gauge never went back to 0")
