@@ -16,6 +16,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -449,6 +450,57 @@ int loadgen_response_parse(char *buf, size_t len, struct loadgen_response *out)
     return ERR_OK;
 }
 
+/* --- sessions ------------------------------------------------------------ */
+
+/* Whether s is 1..max-1 bytes, each accepted by ok. */
+static bool text_ok(const char *s, size_t max, bool (*ok)(char))
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+
+    if (n == 0 || n >= max)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!ok(s[i]))
+            return false;
+    return true;
+}
+
+/* base64url and the dots of a JWT. */
+static bool token_char_ok(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           (ch >= '0' && ch <= '9') || ch == '-' || ch == '_' || ch == '.';
+}
+
+/* Printable ASCII without space: safe inside a report or a log line. */
+static bool id_char_ok(char ch)
+{
+    return ch > ' ' && ch < 127 && ch != '"' && ch != '\\';
+}
+
+int loadgen_session_parse(const char *body, size_t len,
+                          struct loadgen_session *out)
+{
+    json_t *doc = json_loadb(body, len, 0, NULL);
+    const char *token = json_string_value(json_object_get(doc, "access_token"));
+    const char *type = json_string_value(json_object_get(doc, "token_type"));
+    const char *id = json_string_value(json_object_get(doc, "customer_id"));
+    json_t *ttl = json_object_get(doc, "expires_in");
+    int rc = ERR_INVALID;
+
+    if (text_ok(token, LOADGEN_TOKEN_MAX, token_char_ok) &&
+        text_ok(id, LOADGEN_CUSTOMER_ID_MAX, id_char_ok) && type != NULL &&
+        strcmp(type, "Bearer") == 0 && json_is_integer(ttl) &&
+        json_integer_value(ttl) > 0) {
+        snprintf(out->token, sizeof(out->token), "%s", token);
+        snprintf(out->customer_id, sizeof(out->customer_id), "%s", id);
+        out->expires_in_s = json_integer_value(ttl);
+        rc = ERR_OK;
+    }
+    json_decref(doc);
+    return rc;
+}
+
 /* --- seat maps ------------------------------------------------------------ */
 
 void loadgen_show_free(struct loadgen_show *show)
@@ -587,16 +639,19 @@ void loadgen_show_pick(const struct loadgen_show *show, struct rand *r,
 
 /* --- the network side ----------------------------------------------------- */
 
-#define LG_REQUEST_MAX      1024  /* bytes of one request we send */
-#define LG_ANSWER_MAX       16384 /* bytes of one answer during the run */
-#define LG_EVENTS_MAX       256   /* epoll events per wake-up */
-#define LG_SWEEP_MS         10    /* timeouts and reconnects are checked */
-#define LG_RECONNECT_MS     100   /* after a failed connect */
-#define LG_POOL_WAIT_MS     5000  /* for the pool to connect before t=0 */
-#define LG_FETCH_TRIES      40    /* per seat map: 503s and lost links */
-#define LG_FETCH_BACKOFF_MS 250
-#define LG_DRAIN_EXTRA_MS   1000 /* after the last timeout could fire */
-#define LG_HOLD_ID_MAX      64
+#define LG_REQUEST_MAX       3072  /* bytes of one request: token included */
+#define LG_ANSWER_MAX        16384 /* bytes of one answer during the run */
+#define LG_EVENTS_MAX        256   /* epoll events per wake-up */
+#define LG_SWEEP_MS          10    /* timeouts and reconnects are checked */
+#define LG_RECONNECT_MS      100   /* after a failed connect */
+#define LG_POOL_WAIT_MS      5000  /* for the pool to connect before t=0 */
+#define LG_FETCH_TRIES       40    /* per seat map: 503s and lost links */
+#define LG_FETCH_BACKOFF_MS  250
+#define LG_DRAIN_EXTRA_MS    1000 /* after the last timeout could fire */
+#define LG_HOLD_ID_MAX       64
+#define LG_SIGNUP_TRIES      40  /* per step of a sign-up: 503s, lost links */
+#define LG_SIGNUP_ANSWER_MAX 200 /* bytes of a refusal quoted in the log */
+#define LG_PASSWORD_MAX      64
 
 /* epoll tags of the two fds that are not connections. */
 #define TAG_TIMER  UINT64_C(0xffffffff00000001)
@@ -605,7 +660,7 @@ void loadgen_show_pick(const struct loadgen_show *show, struct rand *r,
 static const struct config_key loadgen_keys[] = {
     PROGRAM_LOG_KEY,
     {"loadgen.target", CONFIG_STRING, "http://127.0.0.1:8082", 0, 0,
-     "the booking service: http://HOST:PORT"},
+     "the booking service, or a gateway before it: http://HOST:PORT"},
     {"loadgen.rate", CONFIG_INT, "1000", 1, LOADGEN_RATE_MAX,
      "hold requests per second, sent on a fixed schedule"},
     {"loadgen.duration_s", CONFIG_INT, "10", 1, LOADGEN_DURATION_MAX_S,
@@ -628,6 +683,15 @@ static const struct config_key loadgen_keys[] = {
      "an answer not in this long after its scheduled time is a timeout"},
     {"loadgen.seed", CONFIG_INT, "0", 0, INT64_MAX,
      "random seed; 0 seeds from the kernel"},
+    {"loadgen.customers", CONFIG_INT, "0", 0, LOADGEN_CUSTOMERS_MAX,
+     "customers to sign up and in through the target (a gateway) before "
+     "the run; holds then carry their access tokens in turn; 0 sends "
+     "X-Customer-Id"},
+    {"loadgen.signups_in_flight", CONFIG_INT, "4", 1, LOADGEN_SIGNUPS_MAX,
+     "sign-ups sent at once (each on its own connection)"},
+    {"loadgen.gateway_secret", CONFIG_STRING, "", 0, 0,
+     "with customers 0: sent as X-Gateway-Secret beside X-Customer-Id, for a "
+     "booking started with http.gateway_secret"},
 };
 
 enum lg_kind { LG_HOLD, LG_RELEASE };
@@ -652,6 +716,7 @@ struct lg_conn {
 
 struct lg_counts {
     uint64_t sent, created, conflicts, client_errors, server_errors, other;
+    uint64_t rate_limited, shed; /* 429 and 503, also in the two above */
     uint64_t timeouts, io_errors, connect_errors, dropped;
     uint64_t releases_sent, releases_ok, releases_failed;
     uint64_t resent; /* holds sent again after a connection was lost */
@@ -669,6 +734,14 @@ struct lg_run {
     uint32_t seats_per_hold;
     uint64_t seed;
     int64_t hot_id, cold_lo, cold_hi;
+    char secret[LOADGEN_SECRET_MAX]; /* X-Gateway-Secret, or "" */
+    int64_t ncustomers;              /* signed-in customers, or 0 */
+    int signups_in_flight;
+
+    /* Customers signed in before the run: ncustomers entries. */
+    struct loadgen_session *sessions;
+    int64_t signup_ns;        /* how long signing them up took */
+    int64_t tokens_expire_ns; /* the first of their tokens to expire */
 
     /* Shows: [0] is the hot one, the rest cold. */
     struct loadgen_show *shows;
@@ -852,6 +925,33 @@ static const struct loadgen_show *pick_show(struct lg_run *run)
     return &run->shows[1 + rand_below(&run->rng, run->nshows - 1)];
 }
 
+/*
+ * The header lines that say whom request seq acts for: the access token of
+ * one of the signed-in customers in turn, or a customer id of its own (with
+ * the gateway secret when one is set).  Returns the bytes written.
+ */
+static size_t identity_headers(const struct lg_run *run, uint64_t seq,
+                               char *buf, size_t size)
+{
+    int n;
+
+    if (run->ncustomers > 0) {
+        const struct loadgen_session *s =
+            &run->sessions[(seq - 1) % (uint64_t)run->ncustomers];
+        n = snprintf(buf, size, "Authorization: Bearer %s\r\n", s->token);
+    } else if (run->secret[0] != '\0') {
+        n = snprintf(buf, size,
+                     "X-Customer-Id: %s-%llu\r\n"
+                     "X-Gateway-Secret: %s\r\n",
+                     run->tag, (unsigned long long)seq, run->secret);
+    } else {
+        n = snprintf(buf, size, "X-Customer-Id: %s-%llu\r\n", run->tag,
+                     (unsigned long long)seq);
+    }
+    assert(n > 0 && (size_t)n < size);
+    return (size_t)n;
+}
+
 /* Writes a hold request for random adjacent seats into c->out. */
 static void build_hold(struct lg_run *run, struct lg_conn *c)
 {
@@ -874,20 +974,22 @@ static void build_hold(struct lg_run *run, struct lg_conn *c)
     assert(blen < sizeof(body));
 
     char key[64] = "";
+    char who[LOADGEN_TOKEN_MAX + LOADGEN_SECRET_MAX + 64];
     if (run->keys)
         snprintf(key, sizeof(key), "Idempotency-Key: %s-%llu\r\n", run->tag,
                  (unsigned long long)seq);
+    identity_headers(run, seq, who, sizeof(who));
     n = snprintf(c->out, sizeof(c->out),
                  "POST /v1/shows/%lld/holds HTTP/1.1\r\n"
                  "Host: %s:%d\r\n"
                  "Content-Type: application/json\r\n"
-                 "X-Customer-Id: %s-%llu\r\n"
+                 "%s"
                  "%s"
                  "Content-Length: %zu\r\n"
                  "\r\n"
                  "%s",
-                 (long long)show->id, run->host, run->port, run->tag,
-                 (unsigned long long)seq, key, blen, body);
+                 (long long)show->id, run->host, run->port, who, key, blen,
+                 body);
     assert(n > 0 && (size_t)n < sizeof(c->out));
     c->out_len = (size_t)n;
     c->out_off = 0;
@@ -954,7 +1056,11 @@ static bool start_release(struct lg_run *run, struct lg_conn *c,
     json_t *doc = json_loadb(r->body, r->body_len, 0, NULL);
     const char *id = json_string_value(json_object_get(doc, "id"));
     size_t len = id != NULL ? strlen(id) : 0;
+    char who[LOADGEN_TOKEN_MAX + LOADGEN_SECRET_MAX + 64];
     int n = -1;
+
+    /* The release acts for the customer who made the hold. */
+    identity_headers(run, c->seq, who, sizeof(who));
 
     if (len > 0 && len < LG_HOLD_ID_MAX &&
         strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -963,11 +1069,10 @@ static bool start_release(struct lg_run *run, struct lg_conn *c,
         n = snprintf(c->out, sizeof(c->out),
                      "DELETE /v1/holds/%s HTTP/1.1\r\n"
                      "Host: %s:%d\r\n"
-                     "X-Customer-Id: %s-%llu\r\n"
+                     "%s"
                      "Content-Length: 0\r\n"
                      "\r\n",
-                     id, run->host, run->port, run->tag,
-                     (unsigned long long)c->seq);
+                     id, run->host, run->port, who);
     json_decref(doc);
     run->n.releases_sent++;
     if (n <= 0 || (size_t)n >= sizeof(c->out)) {
@@ -993,8 +1098,10 @@ static void count_hold_answer(struct lg_run *run, int status, uint64_t us)
         run->n.conflicts++;
     } else if (status >= 400 && status < 500) {
         run->n.client_errors++;
+        run->n.rate_limited += status == 429;
     } else if (status >= 500) {
         run->n.server_errors++;
+        run->n.shed += status == 503;
     } else {
         run->n.other++;
     }
@@ -1353,19 +1460,26 @@ static int fetch_connect(struct lg_run *run, struct lg_fetch *f)
     return ERR_OK;
 }
 
-/* One GET on f; on ERR_OK, r describes the answer inside f->buf. */
+/*
+ * One request on f: a GET when body is NULL, else a POST of that JSON.  On
+ * ERR_OK, r describes the answer inside f->buf.
+ */
 static int fetch_once(struct lg_run *run, struct lg_fetch *f, const char *path,
-                      struct loadgen_response *r)
+                      const char *body, struct loadgen_response *r)
 {
-    char req[512];
+    char req[LG_REQUEST_MAX];
+    size_t blen = body != NULL ? strlen(body) : 0;
     int n, rc;
 
     if (f->fd < 0 && fetch_connect(run, f) != ERR_OK)
         return ERR_IO;
     n = snprintf(req, sizeof(req),
-                 "GET %s HTTP/1.1\r\nHost: %s:%d\r\n"
-                 "Accept: application/json\r\n\r\n",
-                 path, run->host, run->port);
+                 "%s %s HTTP/1.1\r\nHost: %s:%d\r\n"
+                 "Accept: application/json\r\n"
+                 "Content-Type: application/json\r\n"
+                 "Content-Length: %zu\r\n\r\n%s",
+                 body != NULL ? "POST" : "GET", path, run->host, run->port,
+                 blen, body != NULL ? body : "");
     assert(n > 0 && (size_t)n < sizeof(req));
     if (send(f->fd, req, (size_t)n, MSG_NOSIGNAL) != n)
         goto out_close;
@@ -1409,14 +1523,14 @@ static int fetch_show(struct lg_run *run, struct lg_fetch *f, int64_t id,
                       struct loadgen_show *show)
 {
     char path[64];
-    struct loadgen_response r;
+    struct loadgen_response r = {.retry_after_s = -1};
 
     snprintf(path, sizeof(path), "/v1/shows/%lld/seats", (long long)id);
     for (int attempt = 0; attempt < LG_FETCH_TRIES; attempt++) {
         on_signal(run); /* the loop does not run yet: look by hand */
         if (run->signals > 0)
             return ERR_CLOSED;
-        if (fetch_once(run, f, path, &r) != ERR_OK || r.status >= 500) {
+        if (fetch_once(run, f, path, NULL, &r) != ERR_OK || r.status >= 500) {
             int wait_ms = LG_FETCH_BACKOFF_MS;
             if (r.retry_after_s > 0 && r.retry_after_s < 5)
                 wait_ms = r.retry_after_s * 1000;
@@ -1490,6 +1604,241 @@ out_fetch:
     return rc;
 }
 
+/* --- customers at start --------------------------------------------------- */
+
+/* What the sign-up threads share. */
+struct lg_signup {
+    struct lg_run *run;
+    char password[LG_PASSWORD_MAX]; /* one per run, never logged */
+    pthread_mutex_t lock;           /* the fields below, the signal fd */
+    int64_t next;                   /* the next customer to sign up */
+    bool failed;
+};
+
+/* Whether sign-ups should stop: one failed, or a signal came. */
+static bool signup_stopped(struct lg_signup *su)
+{
+    bool stop;
+
+    pthread_mutex_lock(&su->lock);
+    on_signal(su->run);
+    stop = su->failed || su->run->signals > 0;
+    pthread_mutex_unlock(&su->lock);
+    return stop;
+}
+
+/*
+ * POSTs body to path, again after a 503 (the gateway's sign-in queue is
+ * full) or a lost link, at most LG_SIGNUP_TRIES times.  *resent tells
+ * whether an earlier copy may have reached the gateway.  ERR_OK with the
+ * answer in r, ERR_CLOSED after a signal or another thread's failure, or
+ * ERR_IO.
+ */
+static int signup_post(struct lg_signup *su, struct lg_fetch *f,
+                       const char *path, const char *body,
+                       struct loadgen_response *r, bool *resent)
+{
+    *resent = false;
+    for (int attempt = 0; attempt < LG_SIGNUP_TRIES; attempt++) {
+        int wait_ms = LG_FETCH_BACKOFF_MS;
+
+        if (signup_stopped(su))
+            return ERR_CLOSED;
+        r->retry_after_s = -1;
+        if (fetch_once(su->run, f, path, body, r) == ERR_OK) {
+            if (r->status != 503)
+                return ERR_OK;
+            if (r->retry_after_s > 0 && r->retry_after_s < 5)
+                wait_ms = r->retry_after_s * 1000;
+        } else {
+            *resent = true;
+        }
+        usleep((useconds_t)wait_ms * 1000);
+    }
+    log_error("loadgen", "signup_unavailable path=%s tries=%d", path,
+              LG_SIGNUP_TRIES);
+    return ERR_IO;
+}
+
+/* Logs a refused sign-up with the answer, made safe for one log line. */
+static void signup_refused(const char *step, const struct loadgen_response *r)
+{
+    char answer[LG_SIGNUP_ANSWER_MAX + 1];
+    size_t n =
+        r->body_len < LG_SIGNUP_ANSWER_MAX ? r->body_len : LG_SIGNUP_ANSWER_MAX;
+
+    for (size_t i = 0; i < n; i++) {
+        char ch = r->body[i];
+        answer[i] = ch >= ' ' && ch < 127 && ch != '"' ? ch : '\'';
+    }
+    answer[n] = '\0';
+    log_error("loadgen",
+              "signup_refused step=%s status=%d reason=\"%s\" "
+              "answer=\"%s\"",
+              step, r->status,
+              r->status == 404 || r->status == 405
+                  ? "the target is not a gateway: it has no "
+                    "accounts"
+                  : "the gateway refused it",
+              answer);
+}
+
+/* Makes customer i's account, then signs it in. */
+static int signup_one(struct lg_signup *su, struct lg_fetch *f, int64_t i)
+{
+    struct lg_run *run = su->run;
+    struct loadgen_response r;
+    char body[384];
+    bool resent;
+    int64_t asked, expires;
+    int rc;
+
+    snprintf(body, sizeof(body),
+             "{\"email\":\"%s-%lld@loadgen.invalid\",\"password\":\"%s\","
+             "\"name\":\"loadgen customer %lld\"}",
+             run->tag, (long long)i, su->password, (long long)i);
+    rc = signup_post(su, f, "/v1/accounts", body, &r, &resent);
+    if (rc != ERR_OK)
+        return rc;
+    /* A 409 after a lost answer is our own account, made the first time. */
+    if (r.status != 201 && !(r.status == 409 && resent)) {
+        signup_refused("account", &r);
+        return ERR_IO;
+    }
+
+    snprintf(body, sizeof(body),
+             "{\"email\":\"%s-%lld@loadgen.invalid\",\"password\":\"%s\"}",
+             run->tag, (long long)i, su->password);
+    asked = now_ns();
+    rc = signup_post(su, f, "/v1/sessions", body, &r, &resent);
+    if (rc != ERR_OK)
+        return rc;
+    if (r.status != 201) {
+        signup_refused("session", &r);
+        return ERR_IO;
+    }
+    if (loadgen_session_parse(r.body, r.body_len, &run->sessions[i]) !=
+        ERR_OK) {
+        log_error("loadgen", "session_answer_invalid customer=%lld",
+                  (long long)i);
+        return ERR_IO;
+    }
+
+    /* Counted from before the request: the token may be older than that. */
+    expires = asked + run->sessions[i].expires_in_s * NS_PER_S;
+    pthread_mutex_lock(&su->lock);
+    if (expires < run->tokens_expire_ns)
+        run->tokens_expire_ns = expires;
+    pthread_mutex_unlock(&su->lock);
+    return ERR_OK;
+}
+
+/* A sign-up thread: takes the next customer until none is left. */
+static void *signup_worker(void *arg)
+{
+    struct lg_signup *su = arg;
+    struct lg_fetch f = {.fd = -1};
+
+    for (;;) {
+        int64_t i;
+
+        pthread_mutex_lock(&su->lock);
+        i = su->failed ? su->run->ncustomers : su->next++;
+        pthread_mutex_unlock(&su->lock);
+        if (i >= su->run->ncustomers)
+            break;
+        if (signup_one(su, &f, i) != ERR_OK) {
+            pthread_mutex_lock(&su->lock);
+            su->failed = true;
+            pthread_mutex_unlock(&su->lock);
+            break;
+        }
+    }
+    fetch_close(&f);
+    free(f.buf);
+    return NULL;
+}
+
+/*
+ * Signs ncustomers fresh customers up and in through the target, with at
+ * most signups_in_flight at once, one blocking connection each.
+ */
+static int sign_up(struct lg_run *run)
+{
+    struct lg_signup su = {.run = run};
+    pthread_t threads[LOADGEN_SIGNUPS_MAX];
+    int nthreads = run->signups_in_flight, started = 0;
+    uint8_t pw[16];
+    int64_t t0 = now_ns();
+
+    if (nthreads > run->ncustomers)
+        nthreads = (int)run->ncustomers;
+    run->sessions = calloc((size_t)run->ncustomers, sizeof(*run->sessions));
+    if (run->sessions == NULL)
+        return ERR_NOMEM;
+    if (rand_secure_bytes(pw, sizeof(pw)) != ERR_OK) {
+        log_error("loadgen", "getrandom_failed errno=%d", errno);
+        return ERR_SYS;
+    }
+    for (size_t k = 0; k < sizeof(pw); k++)
+        snprintf(su.password + 2 * k, sizeof(su.password) - 2 * k, "%02x",
+                 pw[k]);
+    run->tokens_expire_ns = INT64_MAX;
+    pthread_mutex_init(&su.lock, NULL);
+
+    for (; started < nthreads; started++) {
+        int rc = pthread_create(&threads[started], NULL, signup_worker, &su);
+        if (rc != 0) {
+            log_error("loadgen", "thread_create_failed errno=%d", rc);
+            pthread_mutex_lock(&su.lock);
+            su.failed = true;
+            pthread_mutex_unlock(&su.lock);
+            break;
+        }
+    }
+    for (int k = 0; k < started; k++)
+        pthread_join(threads[k], NULL);
+    pthread_mutex_destroy(&su.lock);
+    explicit_bzero(su.password, sizeof(su.password));
+
+    run->signup_ns = now_ns() - t0;
+    if (run->signals > 0)
+        return ERR_CLOSED;
+    if (su.failed)
+        return ERR_IO;
+    log_info("loadgen",
+             "customers_signed_in count=%lld seconds=%.3f "
+             "in_flight=%d",
+             (long long)run->ncustomers, (double)run->signup_ns / 1e9,
+             nthreads);
+    return ERR_OK;
+}
+
+/*
+ * Access tokens are not refreshed during a run: one that expired would
+ * turn every later hold of its customer into a 401, which would read as
+ * the platform's failure.  LOADGEN_DURATION_MAX_S is under the gateway's
+ * default life of 900 s, so only a shorter life, or a sign-up that took
+ * long, refuses a run here, before it starts.
+ */
+static int check_token_life(const struct lg_run *run)
+{
+    int64_t end = now_ns() + NS_PER_MS +
+                  loadgen_schedule_offset_ns(run->rate, run->total) +
+                  run->timeout_ns + LG_DRAIN_EXTRA_MS * NS_PER_MS;
+
+    if (run->ncustomers == 0 || run->tokens_expire_ns >= end)
+        return ERR_OK;
+    log_error("loadgen",
+              "tokens_expire_too_soon left_s=%.1f run_s=%.1f "
+              "reason=\"%s\"",
+              (double)(run->tokens_expire_ns - now_ns()) / 1e9,
+              (double)(end - now_ns()) / 1e9,
+              "an access token would expire during the run: shorten "
+              "loadgen.duration_s or lengthen gateway.access_token_ttl_s");
+    return ERR_CONFIG;
+}
+
 /* --- settings, set-up and report ------------------------------------------ */
 
 static int resolve_target(struct lg_run *run, const char *url)
@@ -1520,6 +1869,29 @@ static int resolve_target(struct lg_run *run, const char *url)
     return ERR_OK;
 }
 
+/* The secret goes into header lines as it is; never printed. */
+static int read_secret(struct lg_run *run, const char *secret)
+{
+    size_t n = strlen(secret);
+    const char *why = NULL;
+
+    if (n >= sizeof(run->secret))
+        why = "longer than 255 bytes";
+    else if (strcspn(secret, "\r\n") != n)
+        why = "holds a line break";
+    else if (n > 0 && run->ncustomers > 0)
+        why = "customers sign in through a gateway, which sends its own";
+    if (why != NULL) {
+        fprintf(stderr,
+                "config: bad value key=loadgen.gateway_secret "
+                "reason=\"%s\"\n",
+                why);
+        return ERR_CONFIG;
+    }
+    memcpy(run->secret, secret, n + 1);
+    return ERR_OK;
+}
+
 static int read_settings(struct lg_run *run, const struct config *cfg)
 {
     const char *cold = config_str(cfg, "loadgen.cold_shows");
@@ -1534,6 +1906,10 @@ static int read_settings(struct lg_run *run, const struct config *cfg)
     run->keys = config_bool(cfg, "loadgen.idempotency_keys");
     run->timeout_ns = config_int(cfg, "loadgen.timeout_ms") * NS_PER_MS;
     run->seed = (uint64_t)config_int(cfg, "loadgen.seed");
+    run->ncustomers = config_int(cfg, "loadgen.customers");
+    run->signups_in_flight = (int)config_int(cfg, "loadgen.signups_in_flight");
+    if (read_secret(run, config_str(cfg, "loadgen.gateway_secret")) != ERR_OK)
+        return ERR_CONFIG;
     if (loadgen_range_parse(cold, &run->cold_lo, &run->cold_hi) != ERR_OK ||
         run->cold_hi - run->cold_lo >= LOADGEN_SHOWS_MAX) {
         fprintf(stderr,
@@ -1611,6 +1987,10 @@ static void teardown(struct lg_run *run)
     for (size_t i = 0; i < run->nshows; i++)
         loadgen_show_free(&run->shows[i]);
     free(run->shows);
+    if (run->sessions != NULL)
+        explicit_bzero(run->sessions,
+                       (size_t)run->ncustomers * sizeof(*run->sessions));
+    free(run->sessions);
     free(run->conns);
     free(run->idle);
     free(run->backlog);
@@ -1640,14 +2020,29 @@ static double per_s(uint64_t n, double seconds)
     return seconds > 0 ? round((double)n / seconds * 100) / 100 : 0;
 }
 
+/* The signed-in customers: how many, how long it took, their emails. */
+static json_t *customers_json(const struct lg_run *run)
+{
+    double secs = (double)run->signup_ns / 1e9;
+    char prefix[sizeof(run->tag) + 1];
+
+    snprintf(prefix, sizeof(prefix), "%s-", run->tag);
+    return json_pack("{s:I, s:f, s:f, s:s}", "count",
+                     (json_int_t)run->ncustomers, "signup_s",
+                     round(secs * 1000) / 1000, "signups_per_s",
+                     per_s((uint64_t)run->ncustomers, secs), "email_prefix",
+                     run->ncustomers > 0 ? prefix : "");
+}
+
 static void report(const struct lg_run *run)
 {
     const struct lg_counts *n = &run->n;
     /* The span of the schedule that ran (shorter after a signal). */
     double secs = (double)run->total / (double)run->rate;
     json_t *status = json_pack(
-        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "201",
-        (json_int_t)n->created, "409", (json_int_t)n->conflicts, "4xx_other",
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "201",
+        (json_int_t)n->created, "409", (json_int_t)n->conflicts, "429",
+        (json_int_t)n->rate_limited, "503", (json_int_t)n->shed, "4xx_other",
         (json_int_t)n->client_errors, "5xx", (json_int_t)n->server_errors,
         "other", (json_int_t)n->other, "timeouts", (json_int_t)n->timeouts,
         "io_errors", (json_int_t)n->io_errors, "connect_errors",
@@ -1670,6 +2065,7 @@ static void report(const struct lg_run *run)
     json_object_set_new(out, "resent", json_integer((json_int_t)n->resent));
     json_object_set_new(out, "backlog_peak",
                         json_integer((json_int_t)run->bl_peak));
+    json_object_set_new(out, "customers", customers_json(run));
     json_dumpf(out, stdout, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
     fputc('\n', stdout);
     fflush(stdout);
@@ -1685,9 +2081,10 @@ int loadgen_main(int argc, char **argv)
     rc = program_start(&cfg, loadgen_keys,
                        sizeof(loadgen_keys) / sizeof(loadgen_keys[0]), argc,
                        argv, "loadgen",
-                       "Sends hold requests to a booking service at a fixed "
-                       "rate and prints one JSON\nobject of counts and "
-                       "latencies on stdout.");
+                       "Sends hold requests to a booking service, or through "
+                       "a gateway as signed-in\ncustomers, at a fixed rate "
+                       "and prints one JSON object of counts and\nlatencies "
+                       "on stdout.");
     if (rc != ERR_OK)
         return rc == PROGRAM_HELPED ? 2 : 1;
     run = calloc(1, sizeof(*run));
@@ -1701,14 +2098,17 @@ int loadgen_main(int argc, char **argv)
     run->total = loadgen_schedule_total(run->rate, run->duration_s);
 
     if (make_tag(run) != ERR_OK || setup_loop(run) != ERR_OK ||
-        fetch_shows(run) != ERR_OK || open_pool(run) != ERR_OK)
+        (run->ncustomers > 0 && sign_up(run) != ERR_OK) ||
+        fetch_shows(run) != ERR_OK || open_pool(run) != ERR_OK ||
+        check_token_life(run) != ERR_OK)
         goto out_run;
     log_info("loadgen",
              "start rate=%lld duration_s=%lld connections=%d hot_show=%lld "
-             "cold_shows=%zu hot_share=%d release_share=%d tag=%s",
+             "cold_shows=%zu hot_share=%d release_share=%d customers=%lld "
+             "tag=%s",
              (long long)run->rate, (long long)run->duration_s, run->nconns,
              (long long)run->hot_id, run->nshows - 1, run->hot_share,
-             run->release_share, run->tag);
+             run->release_share, (long long)run->ncustomers, run->tag);
     drive(run);
     report(run);
     exit_code = 0;

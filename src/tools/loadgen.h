@@ -35,6 +35,11 @@
 #define LOADGEN_HOST_MAX           256
 #define LOADGEN_HEADERS_MAX        16384   /* status line and header section */
 #define LOADGEN_RESPONSE_MAX       4194304 /* a whole answer, seat maps too */
+#define LOADGEN_CUSTOMERS_MAX      10000   /* signed-in customers of a run */
+#define LOADGEN_SIGNUPS_MAX        16      /* sign-ups in flight at once */
+#define LOADGEN_TOKEN_MAX          1024    /* an access token (the gateway's) */
+#define LOADGEN_CUSTOMER_ID_MAX    64
+#define LOADGEN_SECRET_MAX         256 /* loadgen.gateway_secret */
 
 /* Runs the generator (argv[0] is "loadgen"); returns the exit code. */
 int loadgen_main(int argc, char **argv);
@@ -134,6 +139,26 @@ struct loadgen_response {
  * carry Content-Length or a chunked body.
  */
 int loadgen_response_parse(char *buf, size_t len, struct loadgen_response *out);
+
+/* --- sessions ------------------------------------------------------------ */
+
+/* One customer signed in through the gateway. */
+struct loadgen_session {
+    char token[LOADGEN_TOKEN_MAX];             /* access token, NUL ended */
+    char customer_id[LOADGEN_CUSTOMER_ID_MAX]; /* "cust-7" */
+    int64_t expires_in_s;                      /* the token's life */
+};
+
+/*
+ * Reads the body of a 201 to POST /v1/sessions: access_token (1 to
+ * LOADGEN_TOKEN_MAX - 1 bytes of base64url and dots), token_type "Bearer",
+ * expires_in (> 0) and customer_id (1 to LOADGEN_CUSTOMER_ID_MAX - 1
+ * bytes).  Returns ERR_OK and fills out, or ERR_INVALID for anything else
+ * (out is then unspecified).  A token is written into request headers
+ * as it is, so a character that could end a header line is refused.
+ */
+int loadgen_session_parse(const char *body, size_t len,
+                          struct loadgen_session *out);
 
 /* --- seat maps ------------------------------------------------------------ */
 

@@ -6,7 +6,9 @@
  */
 #include "harness.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "base/err.h"
 #include "base/rand.h"
@@ -480,6 +482,83 @@ TEST(seat_map_bad_shapes)
             harness_fail(__FILE__, __LINE__, "accepted map %zu", i);
 }
 
+/* --- sessions ------------------------------------------------------------ */
+
+static int session_from(const char *body, struct loadgen_session *out)
+{
+    return loadgen_session_parse(body, strlen(body), out);
+}
+
+TEST(session_answer_good)
+{
+    struct loadgen_session s;
+
+    CHECK_INT(session_from("{\"access_token\":\"eyJh.eyJz.c2ln-_\","
+                           "\"token_type\":\"Bearer\",\"expires_in\":900,"
+                           "\"refresh_token\":\"rt1_x\",\"customer_id\":"
+                           "\"cust-7\",\"role\":\"customer\"}",
+                           &s),
+              ERR_OK);
+    CHECK_STR(s.token, "eyJh.eyJz.c2ln-_");
+    CHECK_STR(s.customer_id, "cust-7");
+    CHECK_INT(s.expires_in_s, 900);
+}
+
+TEST(session_answer_bad)
+{
+    /* A token of the longest size the gateway accepts passes; one more
+     * byte does not fit. */
+    static char longest[LOADGEN_TOKEN_MAX + 128];
+    static char too_long[LOADGEN_TOKEN_MAX + 128];
+    static const char *const bad[] = {
+        "",
+        "{}",
+        "[1]",
+        /* no token, empty token, a header break inside the token */
+        "{\"token_type\":\"Bearer\",\"expires_in\":9,\"customer_id\":\"c\"}",
+        "{\"access_token\":\"\",\"token_type\":\"Bearer\",\"expires_in\":9,"
+        "\"customer_id\":\"c\"}",
+        "{\"access_token\":\"a\\r\\nX: y\",\"token_type\":\"Bearer\","
+        "\"expires_in\":9,\"customer_id\":\"c\"}",
+        "{\"access_token\":\"a b\",\"token_type\":\"Bearer\",\"expires_in\":9,"
+        "\"customer_id\":\"c\"}",
+        /* another type, no or a bad life, no or a bad customer */
+        "{\"access_token\":\"a\",\"token_type\":\"MAC\",\"expires_in\":9,"
+        "\"customer_id\":\"c\"}",
+        "{\"access_token\":\"a\",\"token_type\":\"Bearer\","
+        "\"customer_id\":\"c\"}",
+        "{\"access_token\":\"a\",\"token_type\":\"Bearer\",\"expires_in\":0,"
+        "\"customer_id\":\"c\"}",
+        "{\"access_token\":\"a\",\"token_type\":\"Bearer\",\"expires_in\":"
+        "\"9\",\"customer_id\":\"c\"}",
+        "{\"access_token\":\"a\",\"token_type\":\"Bearer\",\"expires_in\":9}",
+        "{\"access_token\":\"a\",\"token_type\":\"Bearer\",\"expires_in\":9,"
+        "\"customer_id\":\"c d\"}",
+    };
+    struct loadgen_session s;
+    char token[LOADGEN_TOKEN_MAX + 1];
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (session_from(bad[i], &s) != ERR_INVALID)
+            harness_fail(__FILE__, __LINE__, "accepted answer %zu", i);
+
+    memset(token, 'a', sizeof(token));
+    token[LOADGEN_TOKEN_MAX - 1] = '\0';
+    snprintf(longest, sizeof(longest),
+             "{\"access_token\":\"%s\",\"token_type\":\"Bearer\","
+             "\"expires_in\":9,\"customer_id\":\"c\"}",
+             token);
+    CHECK_INT(session_from(longest, &s), ERR_OK);
+    CHECK_INT(strlen(s.token), LOADGEN_TOKEN_MAX - 1);
+    token[LOADGEN_TOKEN_MAX - 1] = 'a';
+    token[LOADGEN_TOKEN_MAX] = '\0';
+    snprintf(too_long, sizeof(too_long),
+             "{\"access_token\":\"%s\",\"token_type\":\"Bearer\","
+             "\"expires_in\":9,\"customer_id\":\"c\"}",
+             token);
+    CHECK_INT(session_from(too_long, &s), ERR_INVALID);
+}
+
 HARNESS_MAIN(T(schedule_offsets_at_whole_rates),
              T(schedule_offsets_at_uneven_rates),
              T(schedule_due_counts_requests_at_or_before), T(schedule_total),
@@ -491,4 +570,5 @@ HARNESS_MAIN(T(schedule_offsets_at_whole_rates),
              T(answer_headers_and_kinds), T(answer_malformed),
              T(answer_header_section_too_big), T(seat_map_ids_and_blocks),
              T(seat_picks_are_adjacent_and_cover_every_block),
-             T(seat_map_bad_shapes))
+             T(seat_map_bad_shapes), T(session_answer_good),
+             T(session_answer_bad))
