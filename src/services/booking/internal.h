@@ -51,7 +51,7 @@
 struct booking_fetcher;
 struct booking_pay;
 struct booking_reconciler;
-struct booking_relay;
+struct mq_outbox;
 struct booking_consumer;
 struct booking_auditor;
 struct mq_config;
@@ -107,7 +107,7 @@ struct booking {
     int refund_retry_ms; /* first wait before a refund is sent again */
     struct booking_pay *pay;
     struct booking_reconciler *reconciler;
-    struct booking_relay *relay; /* NULL: events stay in the outbox */
+    struct mq_outbox *relay; /* NULL: events stay in the outbox */
     /* Shows read from the database at start, handed to their owners. */
     struct show_inv **loaded;
     size_t nloaded;
@@ -455,24 +455,21 @@ int booking_cancel_apply(struct store_conn *c, void *arg);
 void booking_post_freed(struct booking *b, int64_t show_id,
                         const uint32_t *seats, size_t n);
 
-/* outbox.c: booking events, written with the change, relayed to the queue. */
-#define BOOKING_OUTBOX_BATCH_MAX      64   /* rows published per round */
-#define BOOKING_OUTBOX_POLL_MS        1000 /* a round at least this often */
-#define BOOKING_OUTBOX_KEEP_MS        (24LL * 3600 * 1000)
-#define BOOKING_OUTBOX_PURGE_MAX      256
-#define BOOKING_OUTBOX_PURGE_EVERY_MS (60 * 1000)
-#define BOOKING_OUTBOX_BODY_MAX       4096
-#define BOOKING_EVENT_ID_MAX          80
-#define BOOKING_NOTIFY_QUEUE          "notify.bookings"
+/* outbox.c: booking events, written with the change, relayed to the queue
+ * by the shared relay (src/mq/outbox.h, which sets the limits). */
+#define BOOKING_EVENT_ID_MAX 80
+#define BOOKING_NOTIFY_QUEUE "notify.bookings"
 /* Inside a writer job: adds the event (body is an object, taken). */
 int booking_outbox_add(struct store_conn *c, const char *event_id,
                        const char *topic, json_t *body, int64_t now_ms);
-/* Opens the queue, declares BOOKING_NOTIFY_QUEUE and starts the relay. */
-struct booking_relay *booking_relay_start(struct booking *b,
-                                          const struct mq_config *cfg);
+/* Opens the queue, declares BOOKING_NOTIFY_QUEUE and starts the relay;
+ * NULL on failure (logged). */
+struct mq_outbox *booking_relay_start(struct booking *b,
+                                      const struct mq_config *cfg);
 /* After a commit that added events (any thread; NULL does nothing). */
-void booking_relay_wake(struct booking_relay *r);
-void booking_relay_stop(struct booking_relay *r);
+void booking_relay_wake(struct mq_outbox *r);
+/* Sends what is committed (unless the queue is failing), stops; NULL ok. */
+void booking_relay_stop(struct mq_outbox *r);
 
 /* reconcile.c: open intents, due refunds and cancelled shows. */
 struct booking_reconciler *booking_reconciler_start(struct booking *b);

@@ -9,11 +9,12 @@
  * Two backends:
  *   - "outbox" (outbox.c): the write that changes a show also inserts the
  *     event into the `outbox` table, in the same transaction
- *     (show_events_outbox_add); a relay thread publishes unsent rows to
- *     the message queue (src/mq) in order and marks them sent once the
- *     queue confirmed.  Nothing committed is lost, by crash or outage;
- *     a crash between publish and mark re-sends, and the queue drops the
- *     copy by its message id.  publish() only wakes the relay.
+ *     (show_events_outbox_add); the shared relay (src/mq/outbox.h)
+ *     publishes unsent rows to the message queue in order and marks
+ *     them sent once the queue confirmed.  Nothing committed is lost, by
+ *     crash or outage; a crash between publish and mark re-sends, and
+ *     the queue drops the copy by its message id.  publish() only wakes
+ *     the relay.
  *   - "http-notify" (events.c): a notifier thread with a bounded queue
  *     that POSTs each event to every subscriber's /internal/v1/show-events.
  *     Best effort: lost on a crash or when the queue is full.
@@ -36,14 +37,9 @@
  * before the rest are dropped (one POST under way may add its timeout). */
 #define CATALOG_EVENTS_DRAIN_MS 3000
 
-/* The outbox relay. */
-#define CATALOG_OUTBOX_BATCH_MAX      64 /* rows read and published per round */
-#define CATALOG_OUTBOX_POLL_MS        1000 /* a round at least this often */
-#define CATALOG_OUTBOX_KEEP_MS        (24LL * 3600 * 1000) /* sent rows kept */
-#define CATALOG_OUTBOX_PURGE_MAX      256 /* sent rows deleted per round */
-#define CATALOG_OUTBOX_PURGE_EVERY_MS (60 * 1000)
-#define CATALOG_EVENTS_ID_MAX         64 /* "show.<id>.v<version>" + NUL */
-#define CATALOG_EVENTS_BODY_MAX       160
+/* The outbox: its relay and limits are src/mq/outbox.h's. */
+#define CATALOG_EVENTS_ID_MAX   64 /* "show.<id>.v<version>" + NUL */
+#define CATALOG_EVENTS_BODY_MAX 160
 
 #define SHOW_EVENT_SCHEDULED "show.scheduled"
 #define SHOW_EVENT_CANCELLED "show.cancelled"
@@ -89,11 +85,12 @@ struct store;
 struct store_conn;
 
 /*
- * Opens the "outbox" backend: opens the queue of mq (copied) and starts
- * the relay thread, which reads and marks the outbox table of s (s must
- * outlive the backend: close it before the store).  Returns ERR_OK with
- * *out to close with show_events_close(), or mq_open's error (logged),
- * ERR_NOMEM, ERR_SYS; *out is zeroed on failure.
+ * Opens the "outbox" backend: starts the shared relay (mq_outbox_start)
+ * on the queue of mq (copied), which reads and marks the outbox table of
+ * s (s must outlive the backend: close it before the store).  Returns
+ * ERR_OK with *out to close with show_events_close(), or mq_outbox_start's
+ * error (logged): mq_open's, ERR_NOMEM, ERR_SYS; *out is zeroed on
+ * failure.
  */
 int show_events_outbox_open(struct store *s, const struct mq_config *mq,
                             struct show_events *out);
