@@ -211,10 +211,15 @@ static bool evict_before(const struct signin_slot *s,
  * takes a free or stale slot of the probed run, else the live one with
  * the fewest failures (the oldest of those): a flood of one-off failures
  * from many addresses then pushes out its own kind before it could free
- * an account that reached its limit.  Locked by the caller.
+ * an account that reached its limit.  keep (may be NULL) is never taken:
+ * the account's slot, found just before its address's, must not become
+ * the address's too.  A slot taken starts its window now, so that it is
+ * not stale while its first failure is being counted.  Locked by the
+ * caller.
  */
 static struct signin_slot *limit_slot(struct gw_accounts *a, uint64_t h,
-                                      int64_t now)
+                                      int64_t now,
+                                      const struct signin_slot *keep)
 {
     struct signin_slot *free_slot = NULL, *weakest = NULL, *victim;
     size_t at = (size_t)(h % a->track);
@@ -230,14 +235,18 @@ static struct signin_slot *limit_slot(struct gw_accounts *a, uint64_t h,
                 s->fails = 0;
             return s;
         }
+        if (s == keep)
+            continue;
         if (stale && free_slot == NULL)
             free_slot = s;
         else if (!stale && evict_before(s, weakest))
             weakest = s;
     }
     victim = free_slot != NULL ? free_slot : weakest;
+    assert(victim != NULL); /* probes >= 2, and keep is one slot */
     victim->h = h;
     victim->fails = 0;
+    victim->start_ms = now;
     return victim;
 }
 
@@ -253,8 +262,8 @@ static int limit_reserve(struct gw_accounts *a, uint64_t acct, uint64_t addr,
     int64_t wait = 0;
 
     pthread_mutex_lock(&a->limit_lock);
-    s1 = limit_slot(a, acct, now);
-    s2 = limit_slot(a, addr, now);
+    s1 = limit_slot(a, acct, now, NULL);
+    s2 = limit_slot(a, addr, now, s1);
     if (s1->fails >= a->cfg.account_fails)
         wait = s1->start_ms + a->cfg.fail_window_ms - now;
     if (s2->fails >= a->cfg.address_fails &&
@@ -286,12 +295,12 @@ static void limit_release(struct gw_accounts *a, uint64_t acct, uint64_t addr,
     struct signin_slot *s;
 
     pthread_mutex_lock(&a->limit_lock);
-    s = limit_slot(a, acct, now);
+    s = limit_slot(a, acct, now, NULL);
     if (success)
         s->fails = 0;
     else if (s->fails > 0)
         s->fails--;
-    s = limit_slot(a, addr, now);
+    s = limit_slot(a, addr, now, s);
     if (s->fails > 0)
         s->fails--;
     pthread_mutex_unlock(&a->limit_lock);
@@ -678,6 +687,8 @@ int gw_accounts_open(const struct store_config *sc,
         return ERR_NOMEM;
     a->cfg = *cfg;
     a->track = cfg->track_max > 0 ? cfg->track_max : GW_SIGNIN_TRACK_MAX;
+    if (a->track < 2) /* an account and an address need a slot each */
+        a->track = 2;
     a->slots = calloc(a->track, sizeof(*a->slots));
     a->keys = calloc(KEY_SLOTS, sizeof(*a->keys));
     if (a->slots == NULL || a->keys == NULL) {

@@ -355,6 +355,37 @@ TEST(flood_of_addresses_cannot_free_a_limited_account)
     fx_done(&f);
 }
 
+/*
+ * With two slots, the account's and the address's keys probe the same
+ * run: the address must never take the slot the account has just been
+ * given, or the account's failures go uncounted.  Where each key lands
+ * depends on the table's random hash key, so the case is opened afresh
+ * many times (a table that aliased them would pass each time with
+ * probability 1/2).
+ */
+TEST(account_and_address_never_share_a_slot)
+{
+    for (int round = 0; round < 24; round++) {
+        struct fixture f;
+        struct gw_session s;
+        int64_t wait;
+
+        fx_init(&f);
+        gw_accounts_close(f.a);
+        f.cfg.track_max = 2;
+        fx_open(&f);
+        signup(&f, "ann@example.com");
+        for (int i = 0; i < 5; i++)
+            CHECK_INT(
+                signin(&f, "ann@example.com", "bad pw 123", "a", &s, &wait),
+                ERR_DENIED);
+        CHECK_INT(
+            signin(&f, "ann@example.com", "correct horse", "a", &s, &wait),
+            ERR_AGAIN);
+        fx_done(&f);
+    }
+}
+
 struct racer {
     struct fixture *f;
     pthread_barrier_t *go;
@@ -493,4 +524,5 @@ HARNESS_MAIN(T(signup_and_signin),
              T(signin_limited_per_address),
              T(signin_limit_holds_under_concurrency),
              T(flood_of_addresses_cannot_free_a_limited_account),
+             T(account_and_address_never_share_a_slot),
              T(api_keys_with_scopes), T(email_normalization))
