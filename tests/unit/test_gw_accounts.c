@@ -524,5 +524,5 @@ HARNESS_MAIN(T(signup_and_signin),
              T(signin_limited_per_address),
              T(signin_limit_holds_under_concurrency),
              T(flood_of_addresses_cannot_free_a_limited_account),
-             T(account_and_address_never_share_a_slot),
-             T(api_keys_with_scopes), T(email_normalization))
+             T(account_and_address_never_share_a_slot), T(api_keys_with_scopes),
+             T(email_normalization))
