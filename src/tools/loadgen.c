@@ -1672,15 +1672,12 @@ static void signup_refused(const char *step, const struct loadgen_response *r)
         answer[i] = ch >= ' ' && ch < 127 && ch != '"' ? ch : '\'';
     }
     answer[n] = '\0';
+    const char *why = r->status == 404 || r->status == 405
+                          ? "the target is not a gateway (no accounts)"
+                          : "the gateway refused it";
     log_error("loadgen",
-              "signup_refused step=%s status=%d reason=\"%s\" "
-              "answer=\"%s\"",
-              step, r->status,
-              r->status == 404 || r->status == 405
-                  ? "the target is not a gateway: it has no "
-                    "accounts"
-                  : "the gateway refused it",
-              answer);
+              "signup_refused step=%s status=%d reason=\"%s\" answer=\"%s\"",
+              step, r->status, why, answer);
 }
 
 /* Makes customer i's account, then signs it in. */
@@ -1806,11 +1803,9 @@ static int sign_up(struct lg_run *run)
         return ERR_CLOSED;
     if (su.failed)
         return ERR_IO;
-    log_info("loadgen",
-             "customers_signed_in count=%lld seconds=%.3f "
-             "in_flight=%d",
-             (long long)run->ncustomers, (double)run->signup_ns / 1e9,
-             nthreads);
+    log_info(
+        "loadgen", "customers_signed_in count=%lld seconds=%.3f in_flight=%d",
+        (long long)run->ncustomers, (double)run->signup_ns / 1e9, nthreads);
     return ERR_OK;
 }
 
@@ -1829,13 +1824,13 @@ static int check_token_life(const struct lg_run *run)
 
     if (run->ncustomers == 0 || run->tokens_expire_ns >= end)
         return ERR_OK;
+    static const char why[] = "an access token would expire during the "
+                              "run: shorten loadgen.duration_s or lengthen "
+                              "gateway.access_token_ttl_s";
     log_error("loadgen",
-              "tokens_expire_too_soon left_s=%.1f run_s=%.1f "
-              "reason=\"%s\"",
+              "tokens_expire_too_soon left_s=%.1f run_s=%.1f reason=\"%s\"",
               (double)(run->tokens_expire_ns - now_ns()) / 1e9,
-              (double)(end - now_ns()) / 1e9,
-              "an access token would expire during the run: shorten "
-              "loadgen.duration_s or lengthen gateway.access_token_ttl_s");
+              (double)(end - now_ns()) / 1e9, why);
     return ERR_CONFIG;
 }
 

@@ -13,6 +13,7 @@ subject).
   as loadgen counted 201s, and no hold of a customer name loadgen made up.
 - Past the policy's rate, the 429 answers are counted, exactly as many as
   the gateway counted refusals.
+- A run that would outlast the access tokens is refused before it starts.
 - Pointed at booking itself (not a gateway), the sign-up fails: exit 1,
   with the answer.
 - --loadgen.gateway_secret drives that booking directly; the secret is in
@@ -183,6 +184,24 @@ class LoadgenGatewayTest(unittest.TestCase):
         self.assertEqual(code, 1, err)
         self.assertIn("signup_refused step=account status=404", err)
         self.assertIn("not a gateway", err)
+
+    def test_a_run_that_outlasts_the_tokens_is_refused(self):
+        # Tokens of 10 s (the gateway's shortest) against a run of 12 s:
+        # refused before the first hold, not a run that fails half-way.
+        gw = Gateway(demo_routes(self.catalog, self.booking),
+                     flags={"http.gateway_secret": SECRET,
+                            "gateway.access_token_ttl_s": "10"})
+        before = self.holds_by_customer()
+        try:
+            code, report, err = self.loadgen(
+                gw.url, "--loadgen.customers=2", "--loadgen.rate=10",
+                "--loadgen.duration_s=12")
+            self.assertEqual(code, 1, err)
+            self.assertIn("tokens_expire_too_soon", err)
+            self.assertEqual(self.holds_by_customer(), before)
+        finally:
+            gw.stop()
+            gw.close()
 
     def test_gateway_secret_drives_booking_directly(self):
         code, report, err = self.loadgen(

@@ -15,10 +15,11 @@ operator relies on:
 - UpCrashLoopTest: a role started with a bad flag exits at once, again and
   again: the restarts are reported as a crash loop (log line, metric) and
   spaced by the cap instead of retried fast.
-- UpAutoscaleTest: a load ramp makes booking scale up; once the load stops
-  it scales down only after the stabilisation window, without flapping,
-  every decision recorded; the instance that leaves is drained, and slow
-  requests in flight through it all succeed.
+- UpAutoscaleTest: a ramp of holds by `marquee loadgen` through up's
+  gateway, as customers it signed up there, makes booking scale up; once
+  the load stops it scales down only after the stabilisation window,
+  without flapping, every decision recorded; the instance that leaves is
+  drained, and slow requests in flight through it all succeed.
 """
 
 import glob
@@ -528,6 +529,53 @@ class UpAutoscaleTest(unittest.TestCase):
     """Booking follows its CPU: up at once, down after the window."""
 
     WINDOW_MS = 8000
+    # The ramp: (holds a second, customers) per step.  Customers hold 4 a
+    # second each, under the demo routes' 5 a second per customer, so no
+    # hold is refused by the rate limit; each is released at once, so the
+    # shows never sell out and every hold is a write.
+    RAMP = ((40, 10), (80, 20), (160, 40), (240, 60))
+    STEP_S = 8
+    # Sign-ups are cheap (the gateway hashes at the lowest Argon2id cost).
+    LOADGEN_END_S = 30
+
+    def loadgen(self, up, rate, customers):
+        argv = [marquee_bin(), "loadgen", f"--loadgen.target={up.gateway}",
+                f"--loadgen.rate={rate}", f"--loadgen.customers={customers}",
+                f"--loadgen.duration_s={self.STEP_S}",
+                "--loadgen.connections=16", "--loadgen.hot_show=1",
+                "--loadgen.cold_shows=2-40", "--loadgen.hot_share=0",
+                "--loadgen.seats_per_hold=1", "--loadgen.release_share=100",
+                "--loadgen.timeout_ms=3000", "--log.level=warn"]
+        env = dict(os.environ)
+        for key, value in SANITIZER_ENV.items():
+            env.setdefault(key, value)
+        return subprocess.Popen(argv, cwd=up.tmpdir, env=env,
+                                stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+
+    def ramp(self, up, count):
+        """Steps the rate of holds up until booking has scaled up; returns
+        loadgen's reports, one per step run."""
+        reports = []
+        for rate, customers in self.RAMP:
+            proc = self.loadgen(up, rate, customers)
+            try:
+                while proc.poll() is None and count() < 2:
+                    time.sleep(POLL_S * 5)
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGINT)  # ends the schedule
+                out, err = proc.communicate(timeout=self.LOADGEN_END_S)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+            self.assertEqual(proc.returncode, 0, err.decode())
+            reports.append(json.loads(out))
+            if count() >= 2:
+                return reports
+        up.fail(f"booking did not scale up under the ramp: {reports}")
+        return reports
 
     def test_scale_up_then_down_after_window_with_drain(self):
         topology = {"roles": {
@@ -539,8 +587,10 @@ class UpAutoscaleTest(unittest.TestCase):
                               "down_window_ms": self.WINDOW_MS}},
             "catalog": {"flags": {"catalog.demo": True,
                                   "catalog.demo_file": DEMO_FILE}},
-            "gateway": {"flags": dict(GATEWAY_FLAGS,
-                                      **{"gateway.health.timeout_ms": 3000})},
+            "gateway": {"flags": dict(GATEWAY_FLAGS, **{
+                "gateway.health.timeout_ms": 3000,
+                "gateway.password_opslimit": 1,
+                "gateway.password_memlimit_kib": 8})},
         }}
         up = Up(topology, **{"up.scale_interval_ms": 1000,
                              "up.check_timeout_ms": 3000})
@@ -554,17 +604,13 @@ class UpAutoscaleTest(unittest.TestCase):
                 counts.append(n)
                 return n
 
-            # Ramp: readers without pause until booking has scaled up.
-            paths = [f"/v1/shows/{s}/seats" for s in (27, 28, 29, 30)]
-            load = [Reader(up.gateway, paths, pause_s=0) for _ in range(6)]
-            for r in load:
-                r.start()
-            try:
-                up.wait("booking scaled up", lambda: count() >= 2,
-                        timeout=40)
-            finally:
-                for r in load:
-                    r.stop()
+            reports = self.ramp(up, count)
+            # Holds by signed-in customers were made, none refused as
+            # unknown customers or over the limit.
+            self.assertGreater(sum(r["status"]["201"] for r in reports), 0,
+                               reports)
+            self.assertEqual(sum(r["status"]["4xx_other"] for r in reports),
+                             0, reports)
             stopped_at = time.monotonic()
             up.wait("scaled-up instances ready", lambda: all(
                 i["state"] == "ready"
@@ -573,6 +619,7 @@ class UpAutoscaleTest(unittest.TestCase):
 
             # Slow requests (1 s each, no CPU) keep every booking busy
             # while one leaves: each must still succeed.
+            paths = [f"/v1/shows/{s}/seats" for s in (27, 28, 29, 30)]
             for inst in up.instances("booking").values():
                 req = urllib.request.Request(
                     f"http://{inst['address']}/internal/v1/faults",
