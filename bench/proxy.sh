@@ -269,6 +269,7 @@ start_gateway() {
 JSON
     "${proxy_cpu[@]}" "$bin" gateway --http.host=127.0.0.1 \
         --http.port="$port" --http.threads=1 \
+        --gateway.accounts.path="$work/accounts.db" \
         --gateway.routes="$work/routes.json" 2>"$work/gateway.log" &
     proxy_pid=$!
     # The pool's instance joins once its health checks pass; until then
