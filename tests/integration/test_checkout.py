@@ -6,29 +6,40 @@ check the booking and its event, declines and retries, replays that never
 charge twice, payment outages (503, hold kept), a payment that lands after
 its hold expired (refunded, 409), and SIGKILL of booking while a charge is
 in flight (the reconciler leaves a booking or a refund, never neither).
-Every money claim is checked in payment's own database as well.
+Every money claim is checked in payment's own database as well, and
+after every kill `marquee check` must find the databases clean.
 """
 
 import datetime
+import json
 import os
 import shutil
 import signal
 import sqlite3
+import subprocess
 import tempfile
 import threading
 import time
 import unittest
 import uuid
 
-from support import ApiSchema, Service
+from support import SANITIZER_ENV, ApiSchema, Service, marquee_bin
 
 TOKEN = "checkout-test-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 PRICE = 25000
 # Steps take milliseconds; the slack is for a loaded machine and ASan.
 WAIT_S = 20.0
+# One run of `marquee check` over small databases takes well under a second.
+CHECK_TIMEOUT_S = 60
 DIALS = {"latency_ms": 5, "jitter_ms": 0, "failure_rate": 0.0,
          "decline_rate": 0.0, "timeout_rate": 0.0, "outage": False}
+
+PAYMENT_FLAGS = {"payment.admin_token": TOKEN,
+                 "payment.provider.latency_ms": "5",
+                 "payment.provider.jitter_ms": "0",
+                 "payment.provider_timeout_ms": "4000",
+                 "http.threads": "2"}
 
 LAYOUT = {
     "categories": [{"code": "classic", "name": "Classic"}],
@@ -73,6 +84,60 @@ def query(path, sql, args=()):
         con.close()
 
 
+def run_check(booking_db, payment_db, notify_db=None):
+    """Runs `marquee check --json` on the databases as they are, with its
+    default grace (work in flight is pending, not a violation).
+    Returns (exit code, findings, summary, stdout + stderr)."""
+    args = [marquee_bin(), "check", f"--booking.db={booking_db}",
+            f"--payment.db={payment_db}", "--json"]
+    if notify_db:
+        args.append(f"--notify.db={notify_db}")
+    env = dict(os.environ)
+    for k, v in SANITIZER_ENV.items():
+        env.setdefault(k, v)
+    proc = subprocess.run(args, capture_output=True, text=True, env=env,
+                          timeout=CHECK_TIMEOUT_S)
+    shown = f"exit {proc.returncode}\n{proc.stdout}{proc.stderr}"
+    for mark in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+        assert mark not in proc.stderr, shown
+    findings, summary = [], None
+    for line in proc.stdout.splitlines():
+        obj = json.loads(line)
+        if "summary" in obj:
+            summary = obj["summary"]
+        elif "invariant" in obj:
+            findings.append(obj)
+    return proc.returncode, findings, summary, shown
+
+
+def pending_total(summary):
+    return sum(n for n in summary["pending"].values() if n is not None)
+
+
+def wait_checked_clean(booking_db, payment_db, notify_db=None):
+    """Runs the checker until it reports nothing pending (bounded by
+    WAIT_S): a repair still in flight is pending, and must end.  Any
+    violation at any point fails at once.  Returns the last summary."""
+    last = {}
+
+    def clean():
+        code, findings, summary, shown = run_check(booking_db, payment_db,
+                                                   notify_db)
+        last["shown"] = shown
+        assert summary is not None, f"no summary line:\n{shown}"
+        violations = [f for f in findings if f["status"] == "violation"]
+        assert code == 0 and summary["violations_total"] == 0 \
+            and not violations, f"marquee check found violations:\n{shown}"
+        return summary if pending_total(summary) == 0 else None
+    try:
+        return wait_until("marquee check reports nothing pending", clean,
+                          interval=0.2)
+    except AssertionError as e:
+        if "violations" in str(e):
+            raise
+        raise AssertionError(f"{e}; last run:\n{last.get('shown')}")
+
+
 class Platform:
     """A catalog, a payment and a booking sharing one queue file."""
 
@@ -83,12 +148,8 @@ class Platform:
         try:
             self.catalog = self._add(Service("catalog", flags={
                 "catalog.admin_token": TOKEN, "mq.path": self.queue}))
-            self.payment = self._add(Service("payment", flags={
-                "payment.admin_token": TOKEN,
-                "payment.provider.latency_ms": "5",
-                "payment.provider.jitter_ms": "0",
-                "payment.provider_timeout_ms": "4000",
-                "http.threads": "2"}))
+            self.payment = self._add(Service("payment",
+                                             flags=PAYMENT_FLAGS))
             flags = {"booking.catalog_url": self.catalog.url,
                      "booking.payment_url": self.payment.url,
                      "mq.path": self.queue,
@@ -232,6 +293,12 @@ class CheckoutCase(unittest.TestCase):
 
     def booking_db(self, sql, args=()):
         return query(self.booking.db_path, sql, args)
+
+    def assert_checked_clean(self, notify_db=None):
+        """`marquee check` on this platform's databases: exit 0, no
+        violation, nothing left pending once the repairs settle."""
+        return wait_checked_clean(self.booking.db_path,
+                                  self.platform.payment.db_path, notify_db)
 
 
 class CheckoutTest(CheckoutCase):
@@ -399,6 +466,9 @@ class CheckoutTest(CheckoutCase):
                                 (hold["id"],))
         self.assertEqual(state, [("confirmed",)])
         self.assertEqual(self.seat_states(show)["B"][2:4], "SS")
+        # One charge, one booking: the checker agrees, over everything.
+        summary = self.assert_checked_clean()
+        self.assertGreaterEqual(summary["checked"]["bookings"], 1)
 
     def test_timeout_then_the_same_key_books_once(self):
         show = self.platform.new_show()
@@ -447,16 +517,27 @@ class CheckoutTest(CheckoutCase):
             "status") == "confirmed")
         self.assertEqual([c[1] for c in self.platform.charges_of(
             hold["id"])], ["succeeded"])
+        summary = self.assert_checked_clean()
+        self.assertGreaterEqual(summary["checked"]["charges"], 1)
 
     def test_full_payment_queue_answers_503(self):
+        # A booking of its own needs a payment of its own: its charges in
+        # the suite's payment database would have no attempt in the
+        # suite's booking database, and `marquee check` runs on those two.
+        with Service("payment", flags=PAYMENT_FLAGS) as payment:
+            self._full_payment_queue_answers_503(payment)
+
+    def _full_payment_queue_answers_503(self, payment):
         flags = {"booking.catalog_url": self.platform.catalog.url,
-                 "booking.payment_url": self.platform.payment.url,
+                 "booking.payment_url": payment.url,
                  "booking.payment_workers": "1",
                  "booking.checkout_queue_max": "1",
                  "booking.payment_timeout_ms": "2500",
                  "booking.reconcile_after_ms": "3500"}
         show = self.platform.new_show()
-        self.platform.dials(latency_ms=700)
+        status, _, data = payment.json("PUT", "/admin/provider",
+                                   dict(DIALS, latency_ms=700), ADMIN)
+        self.assertEqual(status, 200, data)
         with Service("booking", flags=flags) as small:
             holds = [self.call("POST", f"/v1/shows/{show['id']}/holds",
                                {"seats": [f"A{i}"]},
@@ -481,8 +562,10 @@ class CheckoutTest(CheckoutCase):
             self.assertIn(503, statuses, results)
             self.assertIn(201, statuses, results)
             for h, r in zip(holds, results):
-                charged = [c for c in self.platform.charges_of(h["id"])
-                           if c[1] == "succeeded"]
+                charged = query(payment.db_path,
+                                "SELECT id FROM charges WHERE reference "
+                                "LIKE ? AND status = 'succeeded'",
+                                (h["id"] + ".%",))
                 self.assertEqual(len(charged), 1 if r[0] == 201 else 0, r)
                 if r[0] == 503:
                     self.assertIn("retry-after", r[1])
@@ -662,6 +745,10 @@ class LatePaymentTest(CheckoutCase):
         self.assertEqual(self.booking_db(
             "SELECT count(*) FROM bookings WHERE hold_id = ?",
             (hold["id"],)), [(0,)])
+        # The refund is pending until booking records it as done; then
+        # the charge has its full refund and the money adds up.
+        summary = self.assert_checked_clean()
+        self.assertGreaterEqual(summary["checked"]["charges"], 1)
 
 
 if __name__ == "__main__":
