@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,6 +29,10 @@
 
 /* Longest a test waits for another thread before it fails. */
 #define WAIT_MS_MAX 30000
+
+/* Processes that open one new file at once, and how many times. */
+#define RACE_PROCS  4
+#define RACE_ROUNDS 25
 
 #define SUBMIT_THREADS     8
 #define SUBMITS_PER_THREAD 500
@@ -321,6 +326,67 @@ TEST(migrations_applied_once)
                                 "WHERE name = 'items_owner'"),
               1);
     tmp_db_remove(&t);
+}
+
+/*
+ * Child of migrations_concurrent_first_opens: waits on the gate, opens the
+ * store, and exits 0 only if it opened at the newest version.
+ */
+static void race_child(const struct store_config *cfg, int gate)
+{
+    char byte;
+    struct store *s = NULL;
+    int status = 1;
+
+    /* Returns 0 (end of file) once the parent closes its end. */
+    if (read(gate, &byte, 1) == 0 &&
+        store_open(cfg, migrations, 3, &s) == ERR_OK &&
+        store_schema_version(s) == 3)
+        status = 0;
+    store_close(s);
+    _exit(status);
+}
+
+/*
+ * Several instances of a service started together open one database that
+ * does not exist yet: every one of them opens it, and each migration is
+ * applied once.  Switching a new file to WAL is what used to fail here.
+ */
+TEST(migrations_concurrent_first_opens)
+{
+    for (int round = 0; round < RACE_ROUNDS; round++) {
+        struct tmp_db t;
+        tmp_db_make(&t);
+        struct store_config cfg = test_config(&t);
+        pid_t pids[RACE_PROCS];
+        int gate[2];
+
+        CHECK_INT(pipe(gate), 0);
+        for (int i = 0; i < RACE_PROCS; i++) {
+            pids[i] = fork();
+            CHECK(pids[i] >= 0);
+            if (pids[i] == 0) {
+                close(gate[1]);
+                race_child(&cfg, gate[0]);
+            }
+        }
+        close(gate[0]);
+        close(gate[1]); /* all children go */
+
+        int failed = 0;
+        for (int i = 0; i < RACE_PROCS; i++) {
+            int status = 0;
+
+            CHECK_INT(waitpid(pids[i], &status, 0), pids[i]);
+            if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+                failed++;
+        }
+        CHECK_INT(failed, 0);
+        CHECK_INT(raw_count(t.path, "SELECT count(*) FROM schema_migrations"),
+                  3);
+        CHECK_INT(raw_count(t.path, "SELECT count(*) FROM parents"), 1);
+        tmp_db_remove(&t);
+    }
 }
 
 TEST(migrations_none_gives_version_zero)
@@ -1135,7 +1201,8 @@ TEST(writer_busy_database_retried_then_busy)
     tmp_db_remove(&t);
 }
 
-HARNESS_MAIN(T(migrations_applied_once), T(migrations_none_gives_version_zero),
+HARNESS_MAIN(T(migrations_applied_once),
+             T(migrations_concurrent_first_opens), T(migrations_none_gives_version_zero),
              T(migrations_database_newer_is_corrupt),
              T(migrations_failure_rolls_back_that_step),
              T(config_synchronous_full_by_default_normal_allowed),

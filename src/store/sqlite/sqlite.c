@@ -154,25 +154,37 @@ static int sqlite_check_config(const struct store_config *cfg)
     return ERR_OK;
 }
 
+/*
+ * Pause between tries of switching a new file to WAL.  SQLite answers that
+ * pragma with SQLITE_BUSY at once, without its busy handler, while another
+ * process is switching the same new file (two instances of a service
+ * started together); the tries together last about busy_timeout_ms.
+ */
+#define STORE_WAL_RETRY_MS 10
+
 /* journal_mode answers with the mode in force, which may not be WAL. */
-static int sqlite_set_wal(sqlite3 *db, const char *path)
+static int sqlite_set_wal(sqlite3 *db, const struct store_config *cfg)
 {
     static const char sql[] = "PRAGMA journal_mode=WAL";
+    int tries_left = cfg->busy_timeout_ms / STORE_WAL_RETRY_MS + 1;
     sqlite3_stmt *stmt;
     int rc = ERR_OK;
     int code = sqlite3_prepare_v3(db, sql, -1, 0, &stmt, NULL);
 
     if (code != SQLITE_OK)
         return sqlite_fail(db, code, "prepare", sql);
-    code = sqlite3_step(stmt);
+    while ((code = sqlite3_step(stmt)) == SQLITE_BUSY && --tries_left > 0) {
+        sqlite3_reset(stmt);
+        sqlite3_sleep(STORE_WAL_RETRY_MS);
+    }
     if (code != SQLITE_ROW) {
         rc = sqlite_fail(db, code, "step", sql);
         goto out_finalize;
     }
     const char *mode = (const char *)sqlite3_column_text(stmt, 0);
     if (mode == NULL || strcmp(mode, "wal") != 0) {
-        log_error("store", "wal_refused path=\"%s\" journal_mode=%s", path,
-                  mode != NULL ? mode : "none");
+        log_error("store", "wal_refused path=\"%s\" journal_mode=%s",
+                  cfg->path, mode != NULL ? mode : "none");
         rc = ERR_DB;
     }
 
@@ -184,7 +196,7 @@ out_finalize:
 static int sqlite_setup_writer(sqlite3 *db, const struct store_config *cfg,
                                const char *sync_pragma)
 {
-    int rc = sqlite_set_wal(db, cfg->path);
+    int rc = sqlite_set_wal(db, cfg);
 
     if (rc == ERR_OK)
         rc = sqlite_exec_db(db, sync_pragma);
