@@ -494,6 +494,7 @@ class BookingApiTest(ApiCase):
         show = self.next_show()
         m = self.seatmap(show)
         _, h = self.create(show, seat_ids(m, 0, 1), expect=201)
+        time.sleep(0.01)  # an extension counts from now: let now move on
         path = f"/v1/holds/{h['id']}/extend"
         who, k = {"X-Customer-Id": h["customer_id"]}, key()
         req = ("POST", path, None, {**who, "Idempotency-Key": k})

@@ -872,9 +872,14 @@ void booking_op_extend(struct booking_thread *t, struct booking_op *op,
         booking_op_fail(op, 409, "extension-limit", "Extension refused",
                         "hold %s was extended %d times, the most allowed",
                         op->hold_id, row.extensions);
-    else if (want <= row.expires_at)
+    else if (want <= row.expires_at && want == row.max_expires_at)
         booking_op_fail(op, 409, "extension-limit", "Extension refused",
                         "hold %s already lasts until its maximum life",
+                        op->hold_id);
+    else if (want <= row.expires_at)
+        booking_op_fail(op, 409, "extension-limit", "Extension refused",
+                        "hold %s already has the show's whole hold time "
+                        "ahead of it; extend it when it runs low",
                         op->hold_id);
     if (op->status != 0) {
         free(row.seats);
