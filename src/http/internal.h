@@ -167,6 +167,7 @@ struct http_req {
     size_t nheaders;
     char *peer;
     int status;
+    h2o_socket_t *watched; /* the client's socket while deferred */
     bool answered;
     bool deferred;
 };

@@ -545,6 +545,66 @@ TEST(live_deferred_answer_and_gone_client)
     CHECK_INT(live_stop(&l), ERR_OK);
 }
 
+/* Reads from fd until `want` copies of needle came, or 3 s passed. */
+static int read_count(int fd, const char *needle, int want)
+{
+    static char buf[8192];
+    size_t n = 0;
+    int seen = 0;
+
+    while (seen < want && n + 1 < sizeof(buf)) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 3000) <= 0)
+            break;
+        ssize_t r = read(fd, buf + n, sizeof(buf) - 1 - n);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+        buf[n] = '\0';
+        seen = 0;
+        for (const char *at = buf; (at = strstr(at, needle)) != NULL;
+             at += strlen(needle))
+            seen++;
+    }
+    return seen;
+}
+
+/*
+ * While a request is deferred the server keeps its socket in the epoll
+ * set without reading it.  Bytes the client sends meanwhile (a pipelined
+ * request, sent in the same write or while the first is out) must wait
+ * and be served, in order, once the first answer is written.
+ */
+TEST(live_deferred_then_pipelined_requests_served_in_order)
+{
+    const char *one = "GET /late HTTP/1.1\r\nHost: x\r\n\r\n";
+    const char *two = "GET /late HTTP/1.1\r\nHost: x\r\n\r\n"
+                      "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    struct live l;
+    int fd;
+
+    live_start(&l, 100, 5000);
+
+    /* Both in one write: h2o has the second in its buffer already. */
+    fd = connect_to(l.port);
+    CHECK(write(fd, two, strlen(two)) == (ssize_t)strlen(two));
+    CHECK_INT(read_count(fd, "HTTP/1.1 200", 2), 2);
+    close(fd);
+
+    /* The second comes while the first is deferred. */
+    fd = connect_to(l.port);
+    CHECK(write(fd, one, strlen(one)) == (ssize_t)strlen(one));
+    usleep(100 * 1000);
+    CHECK(write(fd, one, strlen(one)) == (ssize_t)strlen(one));
+    CHECK_INT(read_count(fd, "{\"late\":\"yes\"}", 2), 2);
+    /* The connection still serves, and an answer at once comes at once. */
+    const char *health = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    CHECK(write(fd, health, strlen(health)) == (ssize_t)strlen(health));
+    CHECK_INT(read_count(fd, "HTTP/1.1 200", 1), 1);
+    close(fd);
+    CHECK_INT(live_stop(&l), ERR_OK);
+}
+
 TEST(live_max_connections_waits_in_backlog)
 {
     struct live l;
@@ -1135,6 +1195,7 @@ HARNESS_MAIN(T(route_literal_and_params), T(route_bad_patterns_refused),
              T(live_request_id_kept_or_made), T(live_json_bodies),
              T(live_size_limits), T(live_etag_and_304),
              T(live_deferred_answer_and_gone_client),
+             T(live_deferred_then_pipelined_requests_served_in_order),
              T(live_max_connections_waits_in_backlog),
              T(live_slow_client_cut_off_others_served),
              T(live_graceful_stop_finishes_in_flight),
