@@ -18,6 +18,7 @@
  * once while a detached call, with no client, refreshes it.
  */
 #include <assert.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,12 +57,10 @@ struct gw_call {
     /* The request, copied. */
     char method[16];
     char *target;
-    struct http_header_kv headers[GW_HEADERS_MAX + GW_ADDED_HEADERS];
     size_t nheaders; /* the client's, without the added ones */
     const char *body;
     size_t body_len;
     char request_id[HTTP_REQUEST_ID_MAX + 1];
-    char xff[GW_XFF_MAX];
     char deadline[24];
     char customer[HTTP_CUSTOMER_MAX + 1]; /* X-Customer-Id; "" none */
     bool admin; /* the caller is an admin: the gateway's token goes up */
@@ -98,6 +97,10 @@ struct gw_call {
     int status;
     const char *slug, *title, *detail;
     int retry_after_s;
+
+    /* Last, and not zeroed by call_make: written before they are read. */
+    struct http_header_kv headers[GW_HEADERS_MAX + GW_ADDED_HEADERS];
+    char xff[GW_XFF_MAX];
 };
 
 static void call_free(struct gw_call *c)
@@ -210,6 +213,32 @@ static char *arena_put(char **at, const char *s, size_t len)
     return out;
 }
 
+/* strlcpy: src cut to fit cap (> 0) bytes with its NUL; returns the length. */
+static size_t copy_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+    return n;
+}
+
+/* v >= 0 in decimal into out (at least 21 bytes); returns the length. */
+static size_t format_i64(char *out, int64_t v)
+{
+    char tmp[20];
+    size_t n = 0, len;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    for (len = 0; len < n; len++)
+        out[len] = tmp[n - 1 - len];
+    out[len] = '\0';
+    return len;
+}
+
 /*
  * Appends one hop (or the client's list) to X-Forwarded-For.  A list too
  * long to keep starts over from this hop: the nearest hops matter most.
@@ -246,12 +275,14 @@ static int call_copy(struct gw_call *c, struct http_req *req)
     if (nin > GW_HEADERS_MAX)
         return ERR_TOOBIG;
     conn_lists_find(in, nin, &conn);
-    snprintf(c->method, sizeof(c->method), "%s", http_req_method(req));
-    snprintf(c->request_id, sizeof(c->request_id), "%s", http_req_id(req));
+    copy_str(c->method, sizeof(c->method), http_req_method(req));
+    copy_str(c->request_id, sizeof(c->request_id), http_req_id(req));
 
     /* The normalized path goes upstream, so what was routed is what the
      * service sees ("/v1/../internal/x" cannot slip past as text). */
-    total = strlen(path) + (query != NULL ? strlen(query) : 0) + 1 + body_len;
+    size_t path_len = strlen(path), query_len = query ? strlen(query) : 0;
+
+    total = path_len + query_len + 1 + body_len;
     for (size_t k = 0; k < nin; k++)
         total += in[k].name_len + in[k].value_len + 2;
     c->arena = malloc(total + 1);
@@ -260,8 +291,10 @@ static int call_copy(struct gw_call *c, struct http_req *req)
     at = c->arena;
 
     c->target = at;
-    at += snprintf(at, total + 1, "%s%s", path, query != NULL ? query : "");
-    at++;
+    memcpy(at, path, path_len);
+    memcpy(at + path_len, query != NULL ? query : "", query_len);
+    at += path_len + query_len;
+    *at++ = '\0';
 
     for (size_t k = 0; k < nin; k++) {
         if (name_is(&in[k], "x-forwarded-for"))
@@ -742,13 +775,13 @@ static void attempt(struct gw_call *c)
     c->tried[c->attempts++] = inst;
 
     struct http_header_kv *h = &c->headers[c->nheaders];
-    snprintf(c->deadline, sizeof(c->deadline), "%lld", (long long)left);
+    size_t deadline_len = format_i64(c->deadline, left);
     h[0] = (struct http_header_kv){"X-Request-Id", 12, c->request_id,
                                    strlen(c->request_id)};
     h[1] =
         (struct http_header_kv){"X-Forwarded-For", 15, c->xff, strlen(c->xff)};
     h[2] = (struct http_header_kv){"X-Deadline-Ms", 13, c->deadline,
-                                   strlen(c->deadline)};
+                                   deadline_len};
     if (c->customer[0] != '\0')
         h[added++] = (struct http_header_kv){"X-Customer-Id", 13, c->customer,
                                              strlen(c->customer)};
@@ -866,7 +899,7 @@ static int call_make(struct http_req *req, struct gateway *gw,
                      const struct gw_route *r, const char *key, size_t key_len,
                      struct gw_call **out)
 {
-    struct gw_call *c = calloc(1, sizeof(*c));
+    struct gw_call *c = malloc(sizeof(*c));
     struct gw_thread *t = http_req_thread_data(req);
     int rc;
 
@@ -875,6 +908,8 @@ static int call_make(struct http_req *req, struct gateway *gw,
         free(c);
         return ERR_NOMEM;
     }
+    /* The header array and X-Forwarded-For, 3 kB, are filled as used. */
+    memset(c, 0, offsetof(struct gw_call, headers));
     c->gw = gw;
     c->route = r;
     c->pool = &gw->pools[r->pool];
@@ -1092,7 +1127,7 @@ void gw_proxy(struct http_req *req, struct gateway *gw,
     }
     c->shed_held = true;
     c->route_shed = r->max_in_flight > 0 ? &gw->route_shed[ri] : NULL;
-    snprintf(c->customer, sizeof(c->customer), "%s", id->customer);
+    copy_str(c->customer, sizeof(c->customer), id->customer);
     c->admin = id->kind == GW_IDENT_ADMIN;
     c->async = http_req_defer(req);
     if (cached)

@@ -101,8 +101,13 @@ static void set_request_id(struct http_req *req)
         memcpy(req->request_id, v.base, v.len);
         req->request_id[v.len] = '\0';
     } else {
-        snprintf(req->request_id, sizeof(req->request_id), "%016llx",
-                 (unsigned long long)rand_next(&req->thread->rng));
+        static const char hex[] = "0123456789abcdef";
+        uint64_t r = rand_next(&req->thread->rng);
+
+        /* 16 hex digits, as "%016llx" would, made for every request. */
+        for (int k = 15; k >= 0; k--, r >>= 4)
+            req->request_id[k] = hex[r & 0xf];
+        req->request_id[16] = '\0';
     }
     h2o_add_header_by_str(&h->pool, &h->res.headers, H2O_STRLIT("x-request-id"),
                           0, "X-Request-Id", req->request_id,

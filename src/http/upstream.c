@@ -454,21 +454,36 @@ static void check_request(const struct http_upstream_request *rq)
     assert(rq->body_len == 0 || rq->body != NULL);
 }
 
-/* The whole request in one buffer, or a NULL base when out of memory. */
+/* Copies len bytes to *at and moves *at past them. */
+static void put(char **at, const char *s, size_t len)
+{
+    memcpy(*at, s, len);
+    *at += len;
+}
+
+#define PUT_LIT(at, lit) put((at), (lit), sizeof(lit) - 1)
+
+/*
+ * The whole request in one buffer, or a NULL base when out of memory.
+ * Written with memcpy, not printf: it is built for every proxied request.
+ */
 static h2o_iovec_t build_request(const struct http_upstream *u,
                                  const struct http_upstream_request *rq)
 {
     bool length = rq->body_len > 0 || method_has_body(rq->method);
-    char cl[48] = "";
-    size_t size, n = 0;
-    char *buf;
+    char cl[24];
+    size_t cl_len = 0, method_len = strlen(rq->method);
+    size_t target_len = strlen(rq->target), name_len = strlen(u->name);
+    size_t size;
+    char *buf, *at;
 
     if (length)
-        snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", rq->body_len);
-    size = strlen(rq->method) + 1 + strlen(rq->target) +
-           sizeof(" HTTP/1.1\r\nHost: \r\n") - 1 + strlen(u->name) +
-           strlen(cl) + sizeof("Connection: keep-alive\r\n") - 1 + 2 +
+        cl_len = (size_t)snprintf(cl, sizeof(cl), "%zu", rq->body_len);
+    size = method_len + 1 + target_len + sizeof(" HTTP/1.1\r\nHost: \r\n") -
+           1 + name_len + sizeof("Connection: keep-alive\r\n") - 1 + 2 +
            rq->body_len;
+    if (length)
+        size += sizeof("Content-Length: \r\n") - 1 + cl_len;
     for (size_t i = 0; i < rq->nheaders; i++)
         if (!header_skipped(&rq->headers[i]))
             size += rq->headers[i].name_len + rq->headers[i].value_len + 4;
@@ -476,30 +491,33 @@ static h2o_iovec_t build_request(const struct http_upstream *u,
     if (buf == NULL)
         return h2o_iovec_init(NULL, 0);
 
-    n += (size_t)snprintf(buf + n, size + 1 - n,
-                          "%s %s HTTP/1.1\r\nHost: %s\r\n%s"
-                          "Connection: keep-alive\r\n",
-                          rq->method, rq->target, u->name, cl);
+    at = buf;
+    put(&at, rq->method, method_len);
+    PUT_LIT(&at, " ");
+    put(&at, rq->target, target_len);
+    PUT_LIT(&at, " HTTP/1.1\r\nHost: ");
+    put(&at, u->name, name_len);
+    PUT_LIT(&at, "\r\n");
+    if (length) {
+        PUT_LIT(&at, "Content-Length: ");
+        put(&at, cl, cl_len);
+        PUT_LIT(&at, "\r\n");
+    }
+    PUT_LIT(&at, "Connection: keep-alive\r\n");
     for (size_t i = 0; i < rq->nheaders; i++) {
         const struct http_header_kv *h = &rq->headers[i];
         if (header_skipped(h))
             continue;
-        memcpy(buf + n, h->name, h->name_len);
-        n += h->name_len;
-        memcpy(buf + n, ": ", 2);
-        n += 2;
-        memcpy(buf + n, h->value, h->value_len);
-        n += h->value_len;
-        memcpy(buf + n, "\r\n", 2);
-        n += 2;
+        put(&at, h->name, h->name_len);
+        PUT_LIT(&at, ": ");
+        put(&at, h->value, h->value_len);
+        PUT_LIT(&at, "\r\n");
     }
-    memcpy(buf + n, "\r\n", 2);
-    n += 2;
+    PUT_LIT(&at, "\r\n");
     if (rq->body_len > 0)
-        memcpy(buf + n, rq->body, rq->body_len);
-    n += rq->body_len;
-    assert(n == size);
-    return h2o_iovec_init(buf, n);
+        put(&at, rq->body, rq->body_len);
+    assert((size_t)(at - buf) == size);
+    return h2o_iovec_init(buf, size);
 }
 
 /* --- finishing a call ---------------------------------------------------- */
