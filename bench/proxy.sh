@@ -417,7 +417,8 @@ append_results() {
 
 ## $stamp: proxies, gateway vs HAProxy vs nginx, GET $path
 
-- command: \`bench/proxy.sh\`
+- command: \`BENCH_ROUNDS=$rounds BENCH_DURATION=$duration \
+BENCH_PINNING=$pin_mode bench/proxy.sh\`
 - load: \`wrk -t1 -c$connections -d$duration --latency\` after a $warmup
   warm-up, one proxy at a time, all to one upstream: marquee catalog
   --http.threads=1, demo data; $rounds rounds of each in turn, each row the
