@@ -5,6 +5,7 @@
 #include <assert.h>
 #include <ctype.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -500,6 +501,27 @@ size_t http_req_headers(struct http_req *req, const struct http_header_kv **out)
     return req->nheaders;
 }
 
+/*
+ * "a.b.c.d" of an IPv4 address, into out (INET_ADDRSTRLEN bytes): what
+ * inet_ntop writes, without the sprintf it goes through, as this runs for
+ * every request the gateway forwards (X-Forwarded-For).
+ */
+static void format_ipv4(const struct in_addr *addr, char *out)
+{
+    const uint8_t *octet = (const uint8_t *)&addr->s_addr;
+    char *p = out;
+
+    for (int i = 0; i < 4; i++) {
+        unsigned v = octet[i];
+        if (v >= 100)
+            *p++ = (char)('0' + v / 100);
+        if (v >= 10)
+            *p++ = (char)('0' + v / 10 % 10);
+        *p++ = (char)('0' + v % 10);
+        *p++ = i < 3 ? '.' : '\0';
+    }
+}
+
 const char *http_req_peer(struct http_req *req)
 {
     h2o_conn_t *conn = req->h2o->conn;
@@ -514,8 +536,7 @@ const char *http_req_peer(struct http_req *req)
     if (len == 0)
         return req->peer;
     if (ss.ss_family == AF_INET)
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, req->peer,
-                  INET6_ADDRSTRLEN);
+        format_ipv4(&((struct sockaddr_in *)&ss)->sin_addr, req->peer);
     else if (ss.ss_family == AF_INET6)
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, req->peer,
                   INET6_ADDRSTRLEN);
@@ -524,12 +545,24 @@ const char *http_req_peer(struct http_req *req)
 
 /* --- proxied answers ----------------------------------------------------- */
 
-static bool kv_name_is(const struct http_header_kv *kv, const char *name)
-{
-    size_t n = strlen(name);
+/* A header name with its length, counted when compiled. */
+struct hdr_name {
+    const char *text;
+    size_t len;
+};
 
-    return kv->name_len == n && strncasecmp(kv->name, name, n) == 0;
+/* The initializer of a struct hdr_name for a string literal. */
+#define HDR_NAME(lit) lit, sizeof(lit) - 1
+
+static bool kv_name_is(const struct http_header_kv *kv,
+                       const struct hdr_name *name)
+{
+    return kv->name_len == name->len &&
+           strncasecmp(kv->name, name->text, name->len) == 0;
 }
+
+static const struct hdr_name connection_name = {HDR_NAME("connection")};
+static const struct hdr_name content_length_name = {HDR_NAME("content-length")};
 
 /* Whether the comma-separated list holds name as one of its tokens. */
 static bool list_has_token(const char *list, size_t len, const char *name,
@@ -553,21 +586,34 @@ static bool list_has_token(const char *list, size_t len, const char *name,
     return false;
 }
 
+/*
+ * Whether the upstream's header kv stays behind: hop-by-hop fields, those
+ * the server writes itself, and any that a Connection field names.
+ * has_connection says whether the answer has a Connection field at all,
+ * so that the common answer without one is not scanned again per field.
+ */
 static bool proxied_drops(const struct http_header_kv *headers, size_t n,
-                          const struct http_header_kv *kv)
+                          bool has_connection, const struct http_header_kv *kv)
 {
-    static const char *const dropped[] = {
-        "connection", "keep-alive",     "proxy-connection",
-        "te",         "trailer",        "transfer-encoding",
-        "upgrade",    "content-length", "date",
-        "server",     "x-request-id",
+    static const struct hdr_name dropped[] = {
+        {HDR_NAME("connection")},
+        {HDR_NAME("keep-alive")},
+        {HDR_NAME("proxy-connection")},
+        {HDR_NAME("te")},
+        {HDR_NAME("trailer")},
+        {HDR_NAME("transfer-encoding")},
+        {HDR_NAME("upgrade")},
+        {HDR_NAME("content-length")},
+        {HDR_NAME("date")},
+        {HDR_NAME("server")},
+        {HDR_NAME("x-request-id")},
     };
 
     for (size_t i = 0; i < sizeof(dropped) / sizeof(dropped[0]); i++)
-        if (kv_name_is(kv, dropped[i]))
+        if (kv_name_is(kv, &dropped[i]))
             return true;
-    for (size_t i = 0; i < n; i++)
-        if (kv_name_is(&headers[i], "connection") &&
+    for (size_t i = 0; has_connection && i < n; i++)
+        if (kv_name_is(&headers[i], &connection_name) &&
             list_has_token(headers[i].value, headers[i].value_len, kv->name,
                            kv->name_len))
             return true;
@@ -578,7 +624,7 @@ static bool proxied_drops(const struct http_header_kv *headers, size_t n,
 static size_t announced_length(const struct http_header_kv *headers, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (!kv_name_is(&headers[i], "content-length"))
+        if (!kv_name_is(&headers[i], &content_length_name))
             continue;
         size_t v = 0;
         if (headers[i].value_len == 0 || headers[i].value_len > 15)
@@ -601,9 +647,12 @@ void http_respond_proxied(struct http_req *req, int status,
     h2o_req_t *h = req->h2o;
 
     assert(status >= 100 && status <= 999);
+    bool has_connection = false;
+    for (size_t i = 0; i < n && !has_connection; i++)
+        has_connection = kv_name_is(&headers[i], &connection_name);
     for (size_t i = 0; i < n; i++) {
         const struct http_header_kv *kv = &headers[i];
-        if (kv->name_len == 0 || proxied_drops(headers, n, kv))
+        if (kv->name_len == 0 || proxied_drops(headers, n, has_connection, kv))
             continue;
         char *name = h2o_mem_alloc_pool(&h->pool, kv->name_len);
         for (size_t k = 0; k < kv->name_len; k++)

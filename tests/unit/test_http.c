@@ -887,6 +887,30 @@ TEST(live_request_headers_and_peer)
     CHECK_INT(live_stop(&l), ERR_OK);
 }
 
+/* The peer's text for octets of one, two and three digits, and zeros:
+ * the whole of 127/8 is this machine's, so the client binds to one. */
+TEST(live_peer_of_another_loopback_address)
+{
+    struct live l;
+    struct sockaddr_in from = {.sin_family = AF_INET};
+    struct sockaddr_in to = {.sin_family = AF_INET};
+    const char *get = "GET /headers HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    live_start(&l, 100, 5000);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    inet_pton(AF_INET, "127.10.0.255", &from.sin_addr);
+    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+    to.sin_port = htons((uint16_t)l.port);
+    CHECK(bind(fd, (struct sockaddr *)&from, sizeof(from)) == 0);
+    CHECK(connect(fd, (struct sockaddr *)&to, sizeof(to)) == 0);
+    CHECK(write(fd, get, strlen(get)) == (ssize_t)strlen(get));
+    char *r = read_response(fd, 3000);
+    close(fd);
+    CHECK(strncmp(r, "HTTP/1.1 200", 12) == 0);
+    CHECK(strstr(r, "\"peer\":\"127.10.0.255\"") != NULL);
+    CHECK_INT(live_stop(&l), ERR_OK);
+}
+
 TEST(live_proxied_answer_drops_hop_by_hop)
 {
     struct live l;
@@ -1203,6 +1227,7 @@ HARNESS_MAIN(T(route_literal_and_params), T(route_bad_patterns_refused),
              T(live_metrics_count_requests_by_route_and_class),
              T(live_metrics_see_a_stalled_event_loop),
              T(live_request_headers_and_peer),
+             T(live_peer_of_another_loopback_address),
              T(live_proxied_answer_drops_hop_by_hop),
              T(live_timers_fire_once_in_order_and_cancel),
              T(live_timers_many_in_deadline_order), T(live_deadlines),
