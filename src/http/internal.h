@@ -65,6 +65,7 @@ struct http_route_metrics {
 struct http_route_compiled {
     char method[8];
     const char *segs[HTTP_SEGS_MAX]; /* NULL entries are {param} segments */
+    size_t seg_lens[HTTP_SEGS_MAX];
     const char *param_names[HTTP_SEGS_MAX];
     size_t nsegs;
     http_handler_fn fn;
@@ -176,7 +177,25 @@ struct http_req {
 int http_route_compile(struct http_route_compiled *out,
                        const struct http_route *in);
 void http_route_free(struct http_route_compiled *r);
+/*
+ * A request path cut into its segments once, so that each route compares
+ * lengths and bytes instead of scanning the path again.  usable is false
+ * for a path no route can match: an empty segment ("//"), or more than
+ * HTTP_SEGS_MAX of them.
+ */
+struct http_path {
+    const char *seg[HTTP_SEGS_MAX];
+    size_t len[HTTP_SEGS_MAX];
+    size_t n;
+    bool usable;
+};
+
+void http_path_split(struct http_path *out, const char *path, size_t len);
 /* True when the path matches the pattern; fills params (pool copies). */
+bool http_route_match_path(const struct http_route_compiled *r,
+                           const struct http_path *path, h2o_mem_pool_t *pool,
+                           const char **params);
+/* The same, for a path not yet split. */
 bool http_route_match(const struct http_route_compiled *r, h2o_mem_pool_t *pool,
                       const char *path, size_t len, const char **params);
 

@@ -43,6 +43,7 @@ int http_route_compile(struct http_route_compiled *out,
             out->segs[out->nsegs] = NULL;
         } else {
             out->segs[out->nsegs] = p;
+            out->seg_lens[out->nsegs] = len;
         }
         out->nsegs++;
         if (slash == NULL)
@@ -66,12 +67,13 @@ void http_route_free(struct http_route_compiled *r)
     r->pattern = NULL;
 }
 
-bool http_route_match(const struct http_route_compiled *r, h2o_mem_pool_t *pool,
-                      const char *path, size_t len, const char **params)
+/* "/v1/shows/7" and "/v1/shows/7/" -> "v1", "shows", "7"; "/" has none. */
+void http_path_split(struct http_path *out, const char *path, size_t len)
 {
     const char *p = path, *end = path + len;
-    size_t seg = 0;
 
+    out->n = 0;
+    out->usable = true;
     if (p < end && *p == '/')
         p++;
     /* A trailing slash names the same resource: "/v1/cities/". */
@@ -80,23 +82,47 @@ bool http_route_match(const struct http_route_compiled *r, h2o_mem_pool_t *pool,
     while (p < end) {
         const char *slash = memchr(p, '/', (size_t)(end - p));
         const char *seg_end = slash != NULL ? slash : end;
-        size_t seg_len = (size_t)(seg_end - p);
 
-        if (seg == r->nsegs || seg_len == 0)
-            return false;
-        if (r->segs[seg] == NULL) {
-            if (pool != NULL) {
-                char *copy = h2o_mem_alloc_pool(pool, seg_len + 1);
-                memcpy(copy, p, seg_len);
-                copy[seg_len] = '\0';
-                params[seg] = copy;
-            }
-        } else if (strlen(r->segs[seg]) != seg_len ||
-                   memcmp(r->segs[seg], p, seg_len) != 0) {
-            return false;
+        if (out->n == HTTP_SEGS_MAX || seg_end == p) {
+            out->usable = false;
+            return;
         }
-        seg++;
+        out->seg[out->n] = p;
+        out->len[out->n] = (size_t)(seg_end - p);
+        out->n++;
         p = slash != NULL ? slash + 1 : end;
     }
-    return seg == r->nsegs;
+}
+
+bool http_route_match_path(const struct http_route_compiled *r,
+                           const struct http_path *path, h2o_mem_pool_t *pool,
+                           const char **params)
+{
+    if (!path->usable || path->n != r->nsegs)
+        return false;
+    for (size_t i = 0; i < path->n; i++) {
+        if (r->segs[i] == NULL)
+            continue;
+        if (r->seg_lens[i] != path->len[i] ||
+            memcmp(r->segs[i], path->seg[i], path->len[i]) != 0)
+            return false;
+    }
+    for (size_t i = 0; pool != NULL && i < path->n; i++) {
+        if (r->segs[i] != NULL)
+            continue;
+        char *copy = h2o_mem_alloc_pool(pool, path->len[i] + 1);
+        memcpy(copy, path->seg[i], path->len[i]);
+        copy[path->len[i]] = '\0';
+        params[i] = copy;
+    }
+    return true;
+}
+
+bool http_route_match(const struct http_route_compiled *r, h2o_mem_pool_t *pool,
+                      const char *path, size_t len, const char **params)
+{
+    struct http_path split;
+
+    http_path_split(&split, path, len);
+    return http_route_match_path(r, &split, pool, params);
 }

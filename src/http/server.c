@@ -181,11 +181,13 @@ void http_route_run(struct http_req *req)
     struct http_server *s = req->thread->server;
     h2o_req_t *h = req->h2o;
     char allow[64] = "";
+    struct http_path path;
 
+    http_path_split(&path, req->path, h->path_normalized.len);
     for (size_t i = 0; i < s->nroutes; i++) {
         const struct http_route_compiled *r = &s->routes[i];
 
-        if (!http_route_match(r, NULL, req->path, h->path_normalized.len, NULL))
+        if (!http_route_match_path(r, &path, NULL, NULL))
             continue;
         if (!method_is(r, h->method)) {
             size_t n = strlen(allow);
@@ -193,8 +195,7 @@ void http_route_run(struct http_req *req)
                      r->method);
             continue;
         }
-        http_route_match(r, &h->pool, req->path, h->path_normalized.len,
-                         req->params);
+        http_route_match_path(r, &path, &h->pool, req->params);
         req->route = r;
         r->fn(req, s->cfg.app);
         assert(http_req_answered(req) && "handler neither answered nor "
