@@ -479,8 +479,8 @@ static h2o_iovec_t build_request(const struct http_upstream *u,
 
     if (length)
         cl_len = (size_t)snprintf(cl, sizeof(cl), "%zu", rq->body_len);
-    size = method_len + 1 + target_len + sizeof(" HTTP/1.1\r\nHost: \r\n") -
-           1 + name_len + sizeof("Connection: keep-alive\r\n") - 1 + 2 +
+    size = method_len + 1 + target_len + sizeof(" HTTP/1.1\r\nHost: \r\n") - 1 +
+           name_len + sizeof("Connection: keep-alive\r\n") - 1 + 2 +
            rq->body_len;
     if (length)
         size += sizeof("Content-Length: \r\n") - 1 + cl_len;
@@ -825,6 +825,11 @@ static enum parse_step body_append(struct http_upstream_call *c, const char *p,
     return STEP_MORE;
 }
 
+/* Whether a parsed field (its name in lower case) is the one named lit. */
+#define FIELD_IS(h, lit)                                                       \
+    ((h)->name_len == sizeof(lit) - 1 &&                                       \
+     memcmp((h)->name, lit, sizeof(lit) - 1) == 0)
+
 /* Reads the framing of the final answer from its head. */
 static enum parse_step head_framing(struct http_upstream_call *c, int minor)
 {
@@ -834,16 +839,16 @@ static enum parse_step head_framing(struct http_upstream_call *c, int minor)
     for (size_t i = 0; i < c->nheaders; i++) {
         const struct http_header_kv *h = &c->headers[i];
         size_t v;
-        if (strcmp(h->name, "content-length") == 0) {
+        if (FIELD_IS(h, "content-length")) {
             /* Two different lengths: no way to tell where it ends. */
             if (!parse_length(h->value, h->value_len, &v) ||
                 (length != SIZE_MAX && v != length))
                 return STEP_IO;
             length = v;
-        } else if (strcmp(h->name, "transfer-encoding") == 0) {
+        } else if (FIELD_IS(h, "transfer-encoding")) {
             te = true;
             chunked = ends_chunked(h->value, h->value_len);
-        } else if (strcmp(h->name, "connection") == 0) {
+        } else if (FIELD_IS(h, "connection")) {
             close = close || list_has(h->value, h->value_len, "close");
             keep = keep || list_has(h->value, h->value_len, "keep-alive");
         }
