@@ -667,6 +667,41 @@ static json_t *addresses(const struct up_role *r)
     return list;
 }
 
+/*
+ * " booking=127.0.0.1:8082,127.0.0.1:8100 catalog=..." for the log line
+ * of a registry write: one key per routed pool, no quotes or newlines.
+ * A pool with no instance reads "pool=-"; a list too long ends at the
+ * buffer, which log_write would cut anyway.
+ */
+static void pools_text(const struct up *up, char *out, size_t size)
+{
+    size_t used = 0;
+
+    out[0] = '\0';
+    for (size_t i = 0; i < up->nroles && used < size; i++) {
+        const struct up_role *r = &up->roles[i];
+        const char *sep = "=";
+        int n;
+
+        if (!r->routed)
+            continue;
+        n = snprintf(out + used, size - used, " %s", r->topo->name);
+        used += n > 0 ? (size_t)n : 0;
+        for (size_t k = 0; k < TOPO_INSTANCES_MAX && used < size; k++) {
+            if (!up_in_registry(&r->inst[k]))
+                continue;
+            n = snprintf(out + used, size - used, "%s127.0.0.1:%d", sep,
+                         r->inst[k].port);
+            used += n > 0 ? (size_t)n : 0;
+            sep = ",";
+        }
+        if (*sep == '=' && used < size) {
+            n = snprintf(out + used, size - used, "=-");
+            used += n > 0 ? (size_t)n : 0;
+        }
+    }
+}
+
 int up_registry_write(struct up *up)
 {
     json_t *pools = json_object();
@@ -707,8 +742,11 @@ int up_registry_write(struct up *up)
     if (rc == ERR_OK) {
         up->registry_size = (long long)len;
         up->registry_dirty = false;
-        log_info("up", "registry_written path=\"%s\" pools=\"%s\"",
-                 up->registry, text);
+        char pools_line[1024];
+
+        pools_text(up, pools_line, sizeof(pools_line));
+        log_info("up", "registry_written path=\"%s\"%s", up->registry,
+                 pools_line);
     }
     free(text);
     return rc;

@@ -39,6 +39,7 @@ import urllib.request
 
 from support import (HOST, SANITIZER_ENV, SANITIZER_MARKS, describe_exit,
                      free_port, marquee_bin, repo_path)
+from test_logs import LINE_RE
 
 TOKEN = "up-test-token"
 START_TIMEOUT_S = 60.0
@@ -417,6 +418,17 @@ class UpSupervisionTest(unittest.TestCase):
         self.assertEqual(order, ["gateway", "catalog", "booking", "notify",
                                  "payment"])
         self.assertEqual(self.up.sanitizer_reports(), [])
+        # Every line up logged in this suite's life (starts, kills,
+        # registry writes, scaling, the stop) keeps the one-line format;
+        # the rest of its output is the start banner on stdout.
+        lines = self.up.log_text().splitlines()
+        self.assertIn("registry_written", self.up.log_text())
+        for line in lines:
+            if re.match(r"\d{4}-\d\d-\d\dT", line):
+                self.assertRegex(line, LINE_RE)
+            else:
+                self.assertTrue(line == "" or line.startswith(
+                    ("marquee up:", "  ")), f"not a log line: {line!r}")
 
 
 class UpStartRefusedTest(unittest.TestCase):
