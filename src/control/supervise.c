@@ -19,6 +19,7 @@
 #include "control/up_int.h"
 #include "http/client.h"
 #include "metrics/metrics.h"
+#include "services/booking/booking.h"
 
 /* argv strings of one child, built before the fork. */
 #define UP_ARG_MAX 1200
@@ -101,6 +102,34 @@ static int first_port(struct up *up, const char *role)
         if (r->inst[i].state != UP_EMPTY || r->inst[i].reserved)
             return r->inst[i].port;
     return 0;
+}
+
+/*
+ * "http://127.0.0.1:P1,http://127.0.0.1:P2,..." of at most max of a role's
+ * instances (the running and the reserved) into out; "" when it has none.
+ * Instances the autoscaler adds later are not in a list given at start.
+ */
+static void role_urls(struct up *up, const char *role, size_t max, char *out,
+                      size_t size)
+{
+    struct up_role *r = up_role_find(up, role);
+    size_t used = 0, listed = 0;
+
+    out[0] = '\0';
+    for (size_t i = 0; r != NULL && i < TOPO_INSTANCES_MAX && listed < max;
+         i++) {
+        if (r->inst[i].state == UP_EMPTY && !r->inst[i].reserved)
+            continue;
+        int n = snprintf(out + used, size - used, "%shttp://127.0.0.1:%d",
+                         used > 0 ? "," : "", r->inst[i].port);
+        if (n < 0 || (size_t)n >= size - used) {
+            /* No room for this one: the list keeps those before it. */
+            out[used] = '\0';
+            return;
+        }
+        used += (size_t)n;
+        listed++;
+    }
 }
 
 int up_ports_reserve(struct up *up)
@@ -245,8 +274,11 @@ static void args_build(struct up *up, const struct up_instance *in,
     if (strcmp(role, "booking") == 0) {
         if ((port = first_port(up, "payment")) > 0)
             arg_add(a, "--booking.payment_url=http://127.0.0.1:%d", port);
-        if ((port = first_port(up, "catalog")) > 0)
-            arg_add(a, "--booking.catalog_url=http://127.0.0.1:%d", port);
+        char urls[BOOKING_CATALOG_URLS_MAX * 32];
+
+        role_urls(up, "catalog", BOOKING_CATALOG_URLS_MAX, urls, sizeof(urls));
+        if (urls[0] != '\0')
+            arg_add(a, "--booking.catalog_url=%s", urls);
     }
     if (strcmp(role, "catalog") == 0 || strcmp(role, "payment") == 0 ||
         strcmp(role, "notify") == 0) {

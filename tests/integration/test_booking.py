@@ -9,12 +9,13 @@ import json
 import os
 import random
 import sqlite3
+import subprocess
 import threading
 import time
 import unittest
 import uuid
 
-from support import Service, repo_path
+from support import Service, free_port, marquee_bin, repo_path
 
 DEMO = repo_path("data", "demo", "catalog.json")
 TOKEN = "booking-test-token"
@@ -442,6 +443,65 @@ class CatalogLinkTest(unittest.TestCase):
                                       f"/v1/shows/{plain['id']}/seats")
         self.assertEqual(hold(self.p.booking, plain["id"],
                               [seat_ids(m, 0)[4]])[0], 201)
+
+
+class CatalogFailoverTest(unittest.TestCase):
+    """booking.catalog_url lists several catalog instances: a show is
+    fetched from the next one when an instance is down, and the one that
+    answered is asked first next time."""
+
+    def test_shows_come_from_the_instance_that_answers(self):
+        flags = {"catalog.demo": "true", "catalog.demo_file": DEMO,
+                 "catalog.admin_token": TOKEN}
+        dead = f"http://127.0.0.1:{free_port()}"
+        # Killed during the test, so not context managers (which expect a
+        # clean exit): closed at the end instead.
+        one = Service("catalog", flags=flags)
+        self.addCleanup(one.close)
+        two = Service("catalog", flags=flags)
+        self.addCleanup(two.close)
+        urls = f"{dead},{one.url},{two.url}"
+        with Service("booking", flags={"booking.catalog_url": urls}) as svc:
+            # The first instance refuses the connection: the second answers.
+            self.assertEqual(svc.json("GET", "/v1/shows/20/seats")[0], 200)
+            self.assertEqual(
+                svc.log().count(f'catalog_failover from="{dead}"'), 1)
+            # The second answered, so it is asked first: no failover.
+            self.assertEqual(svc.json("GET", "/v1/shows/21/seats")[0], 200)
+            self.assertEqual(svc.log().count("catalog_failover"), 1)
+            # It dies: the third answers, and the dead first is passed by.
+            one.kill()
+            self.assertEqual(svc.json("GET", "/v1/shows/22/seats")[0], 200)
+            self.assertEqual(
+                svc.log().count(f'catalog_failover from="{one.url}"'), 1)
+            self.assertEqual(
+                svc.log().count(f'catalog_failover from="{dead}"'), 1)
+            # A show that no instance has is still a 404, not a 5xx.
+            self.assertEqual(
+                svc.json("GET", "/v1/shows/987654/seats")[0], 404)
+            # Every instance down: a new show cannot be learned (503), and
+            # the seats of shows already known are still served.
+            two.kill()
+            self.assertEqual(svc.json("GET", "/v1/shows/23/seats")[0], 503)
+            self.assertEqual(svc.json("GET", "/v1/shows/20/seats")[0], 200)
+
+    def test_bad_lists_stop_the_start(self):
+        too_many = ",".join(f"http://127.0.0.1:{9000 + i}" for i in range(9))
+        for bad in ("", ",", "http://127.0.0.1:1,,http://127.0.0.1:2",
+                    "http://127.0.0.1:1,ftp://127.0.0.1:2",
+                    "http://127.0.0.1:1," + "x" * 200, too_many):
+            svc = Service("booking", flags={"booking.catalog_url": bad},
+                          start=False)
+            svc.port = free_port()
+            try:
+                proc = subprocess.run(
+                    [marquee_bin(), *svc.argv()[1:]], cwd=svc.tmpdir,
+                    env=svc.env, capture_output=True, timeout=30)
+                self.assertNotEqual(proc.returncode, 0, bad)
+                self.assertIn(b"bad_value key=booking.catalog_url",
+                              proc.stderr, bad)
+            finally:
+                svc.close()
 
 
 class ExpiryTest(unittest.TestCase):

@@ -403,6 +403,20 @@ class UpSupervisionTest(unittest.TestCase):
                     len(env.get(b"MARQUEE_HTTP_GATEWAY_SECRET", b"")), 16,
                     role)
 
+    def test_e_booking_knows_every_catalog_instance(self):
+        # Booking fetches shows from each catalog instance in turn, so one
+        # catalog restarting does not stop it learning shows.
+        catalogs = sorted(f"http://{i['address']}"
+                          for i in self.up.instances("catalog").values())
+        self.assertEqual(len(catalogs), 2)
+        for inst in self.up.instances("booking").values():
+            with open(f"/proc/{inst['pid']}/cmdline", "rb") as f:
+                argv = f.read().decode().split("\0")
+            given = [a.split("=", 1)[1] for a in argv
+                     if a.startswith("--booking.catalog_url=")]
+            self.assertEqual(len(given), 1, argv)
+            self.assertEqual(sorted(given[0].split(",")), catalogs)
+
     def test_z_sigterm_stops_everything_gateway_first(self):
         pids = {i["name"]: i["pid"] for i in self.up.instances().values()}
         code = self.up.stop()

@@ -25,7 +25,8 @@ static const struct config_key booking_keys[] = {
     PROGRAM_LOG_KEY,
     STORE_CONFIG_KEYS("var/booking.db"),
     {"booking.catalog_url", CONFIG_STRING, "http://127.0.0.1:8081", 0, 0,
-     "where the catalog answers, to fetch shows"},
+     "where the catalog answers, to fetch shows: one URL, or several "
+     "instances' URLs separated by commas, tried in turn"},
     {"booking.max_seats_per_hold", CONFIG_INT, "10", 1,
      BOOKING_SEATS_PER_REQUEST_MAX, "seats one hold may have"},
     {"booking.max_seats_per_customer", CONFIG_INT, "10", 1, 1000,
@@ -131,7 +132,6 @@ static void booking_tick(void *app, void *data, int index)
 static void booking_init(struct booking *b, const struct config *cfg)
 {
     b->clock = clock_system();
-    b->catalog_url = config_str(cfg, "booking.catalog_url");
     b->limits.max_seats_per_hold =
         (int)config_int(cfg, "booking.max_seats_per_hold");
     b->limits.max_seats_per_customer =
@@ -146,6 +146,49 @@ static void booking_init(struct booking *b, const struct config *cfg)
     b->refund_retry_ms = (int)config_int(cfg, "booking.refund_retry_ms");
     booking_metrics_setup(&b->metrics);
     pthread_mutex_init(&b->loaded_lock, NULL);
+}
+
+/*
+ * Splits booking.catalog_url at its commas into b->catalog_urls; ERR_CONFIG,
+ * logged, for an empty entry, one http_client_request would refuse, one
+ * too long, or more than BOOKING_CATALOG_URLS_MAX.
+ */
+static int catalog_urls_parse(struct booking *b, const char *list)
+{
+    const char *p = list;
+
+    b->ncatalog_urls = 0;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma != NULL ? (size_t)(comma - p) : strlen(p);
+        const char *why = NULL;
+
+        if (b->ncatalog_urls == BOOKING_CATALOG_URLS_MAX)
+            why = "more instances than BOOKING_CATALOG_URLS_MAX";
+        else if (len == 0)
+            why = "an empty entry";
+        else if (len >= BOOKING_CATALOG_URL_LEN)
+            why = "an entry longer than BOOKING_CATALOG_URL_LEN";
+        if (why == NULL) {
+            char *url = b->catalog_urls[b->ncatalog_urls];
+            memcpy(url, p, len);
+            url[len] = '\0';
+            if (!http_client_url_valid(url))
+                why = "an entry that is not an http://host:port URL";
+            else
+                b->ncatalog_urls++;
+        }
+        if (why != NULL) {
+            log_error("config",
+                      "bad_value key=booking.catalog_url value=\"%.64s\" "
+                      "reason=\"%s\"",
+                      list, why);
+            return ERR_CONFIG;
+        }
+        if (comma == NULL)
+            return ERR_OK;
+        p = comma + 1;
+    }
 }
 
 /* Whether show events come from the queue; ERR_CONFIG for a bad value. */
@@ -303,6 +346,9 @@ int booking_main(int argc, char **argv)
     if (started != ERR_OK)
         return started == PROGRAM_HELPED ? 2 : 1;
     booking_init(&b, &cfg);
+    if (catalog_urls_parse(&b, config_str(&cfg, "booking.catalog_url")) !=
+        ERR_OK)
+        goto out_config;
 
     struct store_config sc;
     store_config_from(&sc, &cfg);

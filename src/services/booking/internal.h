@@ -20,6 +20,7 @@
 #include "base/rand.h"
 #include "domain/inventory.h"
 #include "http/http.h"
+#include "services/booking/booking.h"
 #include "store/store.h"
 
 #define BOOKING_SEATS_PER_REQUEST_MAX 64   /* hard cap; the limit is lower */
@@ -31,7 +32,8 @@
 #define BOOKING_IDEM_RUNNING_MAX      65536 /* keys in flight at once */
 #define BOOKING_IDEM_TTL_MS           (24LL * 3600 * 1000)
 #define BOOKING_MISSING_RETRY_MS      2000 /* a show the catalog lacks */
-#define BOOKING_FETCH_TIMEOUT_MS      3000
+#define BOOKING_FETCH_TIMEOUT_MS      3000 /* one show's fetch, all tries */
+#define BOOKING_FETCH_TRY_TIMEOUT_MS  1000 /* one catalog instance's answer */
 #define BOOKING_SHOW_TABLE_MIN        64
 #define BOOKING_SEATMAPS_MAX          4096 /* distinct layouts shared */
 
@@ -92,7 +94,10 @@ struct booking {
     struct inv_limits limits;
     int max_extensions;
     int64_t max_hold_life_ms;
-    const char *catalog_url;
+    /* booking.catalog_url: the catalog instances shows are read from,
+     * tried in turn by the fetcher until one answers. */
+    char catalog_urls[BOOKING_CATALOG_URLS_MAX][BOOKING_CATALOG_URL_LEN];
+    size_t ncatalog_urls;
     struct booking_fetcher *fetcher;
     struct booking_consumer *consumer; /* NULL unless booking.events=queue */
     struct idem_running *running;

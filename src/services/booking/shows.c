@@ -388,6 +388,7 @@ struct booking_fetcher {
     size_t head, count;
     bool stopping;
     struct store_conn *conn;
+    size_t catalog_next; /* the instance asked first: the last that answered */
 };
 
 enum fetch_outcome { FETCH_OK, FETCH_MISSING, FETCH_FAILED };
@@ -559,6 +560,47 @@ static enum fetch_outcome install_show(struct booking_fetcher *f, int64_t id,
     return outcome;
 }
 
+/*
+ * GET path from the catalog: each instance of booking.catalog_url in turn,
+ * from the last one that answered, until one answers below 500, within
+ * BOOKING_FETCH_TIMEOUT_MS in all.  Returns http_client_request's code of
+ * the last try; *resp is the answer that ended the tries (a 5xx when every
+ * instance gave one).
+ */
+static int catalog_get(struct booking_fetcher *f, const char *path,
+                       struct http_client_response *resp)
+{
+    const struct booking *b = f->b;
+    int64_t deadline = clock_mono_ms(b->clock) + BOOKING_FETCH_TIMEOUT_MS;
+    int rc = ERR_TIMEOUT;
+
+    memset(resp, 0, sizeof(*resp));
+    for (size_t k = 0; k < b->ncatalog_urls; k++) {
+        size_t i = (f->catalog_next + k) % b->ncatalog_urls;
+        int64_t left = deadline - clock_mono_ms(b->clock);
+
+        if (left <= 0)
+            break;
+        http_client_response_free(resp);
+        rc = http_client_request(b->catalog_urls[i], "GET", path, NULL, NULL, 0,
+                                 (int)(left < BOOKING_FETCH_TRY_TIMEOUT_MS
+                                           ? left
+                                           : BOOKING_FETCH_TRY_TIMEOUT_MS),
+                                 resp);
+        if (rc == ERR_OK && resp->status < 500) {
+            f->catalog_next = i;
+            return ERR_OK;
+        }
+        if (k + 1 < b->ncatalog_urls)
+            log_info("booking",
+                     "catalog_failover from=\"%s\" error=%s "
+                     "status=%d",
+                     b->catalog_urls[i], err_name(rc),
+                     rc == ERR_OK ? resp->status : 0);
+    }
+    return rc;
+}
+
 static enum fetch_outcome fetch_show(struct booking_fetcher *f, int64_t id,
                                      struct show_inv **out)
 {
@@ -567,8 +609,7 @@ static enum fetch_outcome fetch_show(struct booking_fetcher *f, int64_t id,
     json_error_t err;
 
     snprintf(path, sizeof(path), "/v1/shows/%lld", (long long)id);
-    int rc = http_client_request(f->b->catalog_url, "GET", path, NULL, NULL, 0,
-                                 BOOKING_FETCH_TIMEOUT_MS, &resp);
+    int rc = catalog_get(f, path, &resp);
     if (rc != ERR_OK) {
         log_warn("booking", "catalog_unreachable show=%lld error=%s",
                  (long long)id, err_name(rc));
