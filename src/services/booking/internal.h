@@ -33,7 +33,6 @@
 #define BOOKING_IDEM_TTL_MS           (24LL * 3600 * 1000)
 #define BOOKING_MISSING_RETRY_MS      2000 /* a show the catalog lacks */
 #define BOOKING_FETCH_TIMEOUT_MS      3000 /* one show's fetch, all tries */
-#define BOOKING_FETCH_TRY_TIMEOUT_MS  1000 /* one catalog instance's answer */
 #define BOOKING_SHOW_TABLE_MIN        64
 #define BOOKING_SEATMAPS_MAX          4096 /* distinct layouts shared */
 

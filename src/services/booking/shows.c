@@ -563,9 +563,11 @@ static enum fetch_outcome install_show(struct booking_fetcher *f, int64_t id,
 /*
  * GET path from the catalog: each instance of booking.catalog_url in turn,
  * from the last one that answered, until one answers below 500, within
- * BOOKING_FETCH_TIMEOUT_MS in all.  Returns http_client_request's code of
- * the last try; *resp is the answer that ended the tries (a 5xx when every
- * instance gave one).
+ * BOOKING_FETCH_TIMEOUT_MS in all.  A try may take the time left shared
+ * among the tries left, so a lone instance gets it all and a refused
+ * connection, which costs nothing, leaves its share to the next.  Returns
+ * http_client_request's code of the last try; *resp is the answer that
+ * ended the tries (a 5xx when every instance gave one).
  */
 static int catalog_get(struct booking_fetcher *f, const char *path,
                        struct http_client_response *resp)
@@ -582,19 +584,17 @@ static int catalog_get(struct booking_fetcher *f, const char *path,
         if (left <= 0)
             break;
         http_client_response_free(resp);
+        int try_ms = (int)(left / (int64_t)(b->ncatalog_urls - k));
+
         rc = http_client_request(b->catalog_urls[i], "GET", path, NULL, NULL, 0,
-                                 (int)(left < BOOKING_FETCH_TRY_TIMEOUT_MS
-                                           ? left
-                                           : BOOKING_FETCH_TRY_TIMEOUT_MS),
-                                 resp);
+                                 try_ms > 0 ? try_ms : 1, resp);
         if (rc == ERR_OK && resp->status < 500) {
             f->catalog_next = i;
             return ERR_OK;
         }
         if (k + 1 < b->ncatalog_urls)
             log_info("booking",
-                     "catalog_failover from=\"%s\" error=%s "
-                     "status=%d",
+                     "catalog_failover from=\"%s\" error=%s status=%d",
                      b->catalog_urls[i], err_name(rc),
                      rc == ERR_OK ? resp->status : 0);
     }
