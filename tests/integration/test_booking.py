@@ -322,6 +322,34 @@ class SeatMapAndHoldsTest(unittest.TestCase):
         self.assertEqual((status, again["type"]),
                          (409, "/problems/seats-taken"))
 
+    def test_repeat_right_after_the_answer_is_replayed(self):
+        # A client that repeats a request as soon as it has the answer gets
+        # the answer again: the key must not look in flight any more.  Four
+        # threads each hold, repeat at once and release, so the repeat often
+        # reaches the other HTTP thread while the first is still answering.
+        _, m = self.seatmap(12)
+        wrong = []
+
+        def client(seat):
+            for _ in range(40):
+                who, key = customer(), "key-" + uuid.uuid4().hex
+                s1, _, first = hold(self.svc, 12, [seat], who, key)
+                s2, h2, _ = hold(self.svc, 12, [seat], who, key)
+                if s1 != 201 or s2 != 201 or \
+                        h2.get("idempotent-replayed") != "true":
+                    wrong.append((s1, s2, h2.get("idempotent-replayed")))
+                if s1 == 201:
+                    self.svc.json("DELETE", f"/v1/holds/{first['id']}",
+                                  headers=owner(first))
+
+        threads = [threading.Thread(target=client, args=(seat,))
+                   for seat in seat_ids(m, 3, 4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(wrong, [])
+
     def test_idempotency_in_flight(self):
         _, m = self.seatmap(12)
         who, key = customer(), "race-" + uuid.uuid4().hex

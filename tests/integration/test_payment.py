@@ -152,6 +152,30 @@ class PaymentApiTest(PaymentCase):
         self.assertEqual(after["charged"] - before["charged"], body["amount"])
         self.assertEqual(after["charges"] - before["charges"], 1)
 
+    def test_repeat_right_after_the_answer_is_replayed(self):
+        # Repeated as soon as its answer arrived, an attempt gets that
+        # answer again, never "in flight": four threads at once, so the
+        # repeat often reaches another HTTP thread than the answer's.
+        wrong = []
+
+        def client():
+            for _ in range(15):
+                body, idem = charge_body(), key()
+                s1, _, first = self.svc.request("POST", "/v1/charges", body,
+                                                {"Idempotency-Key": idem})
+                s2, h2, again = self.svc.request("POST", "/v1/charges", body,
+                                                 {"Idempotency-Key": idem})
+                if (s1, s2) != (201, 201) or again != first or \
+                        h2.get("idempotent-replayed") != "true":
+                    wrong.append((s1, s2, h2.get("idempotent-replayed")))
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(wrong, [])
+
     def test_same_key_other_body_is_refused(self):
         body, idem = charge_body(), key()
         self.charge(body, idem, 201)

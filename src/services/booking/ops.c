@@ -55,6 +55,14 @@ static void answer_op(struct http_req *req, void *arg)
         booking_op_free(op);
         return;
     }
+    /*
+     * The key leaves the set in flight before the answer goes out: a
+     * client that has its answer and repeats the request at once must
+     * find the stored answer (committed with the change), not "in
+     * flight".  A refusal's record is queued here and keeps the key in
+     * flight until it is written.
+     */
+    idem_end(op->b, op);
     if (op->status == 503) {
         http_respond_unavailable(
             req, op->retry_after_s > 0 ? op->retry_after_s : 1, op->detail);
@@ -80,7 +88,6 @@ static void answer_op(struct http_req *req, void *arg)
         http_respond_bytes(req, op->status, "application/json", op->response,
                            strlen(op->response));
     }
-    idem_end(op->b, op);
     booking_op_free(op);
 }
 

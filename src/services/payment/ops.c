@@ -81,6 +81,10 @@ static void answer(struct http_req *req, void *arg)
     struct pay_op *op = arg;
     struct payment *p = op->p;
 
+    /* The outcome is stored: the key leaves the set in flight before the
+     * answer goes out, so a client that repeats the request as soon as it
+     * has the answer gets the answer again, not "in flight". */
+    pay_idem_end(p, op);
     if (req == NULL) {
         /* The client left; the outcome is stored for its retry. */
     } else if (op->status >= 400) {
@@ -100,7 +104,6 @@ static void answer(struct http_req *req, void *arg)
         http_respond_bytes(req, op->status, "application/json", op->response,
                            strlen(op->response));
     }
-    pay_idem_end(p, op);
     pay_op_free(op);
 }
 
