@@ -589,3 +589,17 @@ class ApiSchema:
         text = json.dumps(data)
         lines.append(f"  body: {text[:500]}{'...' if len(text) > 500 else ''}")
         raise AssertionError("\n".join(lines))
+
+
+def settled(read, timeout=10.0, pause=0.2):
+    """read()'s value once two reads pause seconds apart agree: a counter
+    that a request bumps just after its answer has gone out."""
+    deadline = time.monotonic() + timeout
+    last = read()
+    while time.monotonic() < deadline:
+        time.sleep(pause)
+        now = read()
+        if now == last:
+            return now
+        last = now
+    return last

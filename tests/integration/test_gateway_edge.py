@@ -21,7 +21,7 @@ import threading
 import time
 import unittest
 
-from support import HOST, Service, free_port
+from support import HOST, Service, free_port, settled
 from test_gateway import AUTH, DEMO, TOKEN, Gateway, addr, wait_for
 
 # The catalog takes the gateway's admin token: /v1/admin/ passes the
@@ -53,8 +53,10 @@ def metric(svc, name, **labels):
 
 
 def upstream_count(svc, route):
-    return metric(svc, "marquee_http_requests_total", route=route,
-                  method="GET")
+    """The upstream's count of GETs on route, once settled: it counts a
+    request just after answering it, a moment after the gateway can."""
+    return settled(lambda: metric(svc, "marquee_http_requests_total",
+                                  route=route, method="GET"))
 
 
 class Origin(socketserver.ThreadingMixIn, http.server.HTTPServer):
