@@ -603,3 +603,17 @@ def settled(read, timeout=10.0, pause=0.2):
             return now
         last = now
     return last
+
+
+def run_refused_start(role, flags):
+    """Runs role with flags as a Service would, in its own folder, for a
+    start that must be refused; returns the CompletedProcess (stderr as
+    bytes) once it exited, within 30 s."""
+    svc = Service(role, flags=flags, start=False)
+    svc.port = free_port()
+    try:
+        return subprocess.run([marquee_bin(), *svc.argv()[1:]],
+                              cwd=svc.tmpdir, env=svc.env,
+                              capture_output=True, timeout=30)
+    finally:
+        svc.close()

@@ -9,13 +9,12 @@ import json
 import os
 import random
 import sqlite3
-import subprocess
 import threading
 import time
 import unittest
 import uuid
 
-from support import Service, free_port, marquee_bin, repo_path
+from support import Service, free_port, repo_path, run_refused_start
 
 DEMO = repo_path("data", "demo", "catalog.json")
 TOKEN = "booking-test-token"
@@ -518,18 +517,11 @@ class CatalogFailoverTest(unittest.TestCase):
         for bad in ("", ",", "http://127.0.0.1:1,,http://127.0.0.1:2",
                     "http://127.0.0.1:1,ftp://127.0.0.1:2",
                     "http://127.0.0.1:1," + "x" * 200, too_many):
-            svc = Service("booking", flags={"booking.catalog_url": bad},
-                          start=False)
-            svc.port = free_port()
-            try:
-                proc = subprocess.run(
-                    [marquee_bin(), *svc.argv()[1:]], cwd=svc.tmpdir,
-                    env=svc.env, capture_output=True, timeout=30)
-                self.assertNotEqual(proc.returncode, 0, bad)
-                self.assertIn(b"bad_value key=booking.catalog_url",
-                              proc.stderr, bad)
-            finally:
-                svc.close()
+            proc = run_refused_start("booking",
+                                     {"booking.catalog_url": bad})
+            self.assertNotEqual(proc.returncode, 0, bad)
+            self.assertIn(b"bad_value key=booking.catalog_url", proc.stderr,
+                          bad)
 
 
 class ExpiryTest(unittest.TestCase):

@@ -7,10 +7,9 @@ header is believed as before.  A secret too short stops the start.
 """
 
 import json
-import subprocess
 import unittest
 
-from support import Service, free_port, marquee_bin
+from support import Service, run_refused_start
 
 SECRET = "a-secret-shared-by-gateway-and-services"
 
@@ -52,17 +51,9 @@ class TrustTest(unittest.TestCase):
             self.assertEqual(status, 200)
 
     def test_short_secret_stops_the_start(self):
-        svc = Service("booking", flags={"http.gateway_secret": "short"},
-                      start=False)
-        svc.port = free_port()
-        try:
-            proc = subprocess.run(
-                [marquee_bin(), *svc.argv()[1:]], cwd=svc.tmpdir,
-                env=svc.env, capture_output=True, timeout=30)
-            self.assertNotEqual(proc.returncode, 0)
-            self.assertIn(b"bad_config key=http.gateway_secret", proc.stderr)
-        finally:
-            svc.close()
+        proc = run_refused_start("booking", {"http.gateway_secret": "short"})
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn(b"bad_config key=http.gateway_secret", proc.stderr)
 
 
 if __name__ == "__main__":
