@@ -90,20 +90,6 @@ static int port_pick(const struct up *up)
     return 0;
 }
 
-/* The first instance of a role that has a port: where booking finds the
- * payment service and the catalog. */
-static int first_port(struct up *up, const char *role)
-{
-    struct up_role *r = up_role_find(up, role);
-
-    if (r == NULL)
-        return 0;
-    for (size_t i = 0; i < TOPO_INSTANCES_MAX; i++)
-        if (r->inst[i].state != UP_EMPTY || r->inst[i].reserved)
-            return r->inst[i].port;
-    return 0;
-}
-
 /*
  * "http://127.0.0.1:P1,http://127.0.0.1:P2,..." of at most max of a role's
  * instances (the running and the reserved) into out; "" when it has none.
@@ -251,7 +237,6 @@ static void args_build(struct up *up, const struct up_instance *in,
     const struct topo_role *t = in->role->topo;
     const char *role = t->name;
     bool gateway = strcmp(role, "gateway") == 0;
-    int port;
 
     a->n = 0;
     a->nsecrets = 0;
@@ -272,10 +257,11 @@ static void args_build(struct up *up, const struct up_instance *in,
         strcmp(role, "notify") == 0)
         arg_add(a, "--mq.path=%s/queue.db", up->data_dir);
     if (strcmp(role, "booking") == 0) {
-        if ((port = first_port(up, "payment")) > 0)
-            arg_add(a, "--booking.payment_url=http://127.0.0.1:%d", port);
         char urls[BOOKING_CATALOG_URLS_MAX * 32];
 
+        role_urls(up, "payment", 1, urls, sizeof(urls));
+        if (urls[0] != '\0')
+            arg_add(a, "--booking.payment_url=%s", urls);
         role_urls(up, "catalog", BOOKING_CATALOG_URLS_MAX, urls, sizeof(urls));
         if (urls[0] != '\0')
             arg_add(a, "--booking.catalog_url=%s", urls);

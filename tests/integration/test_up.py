@@ -416,6 +416,10 @@ class UpSupervisionTest(unittest.TestCase):
                      if a.startswith("--booking.catalog_url=")]
             self.assertEqual(len(given), 1, argv)
             self.assertEqual(sorted(given[0].split(",")), catalogs)
+            # Payment is one instance: booking calls it at one URL.
+            payment = self.up.instances("payment")["payment-1"]
+            self.assertIn(f"--booking.payment_url=http://"
+                          f"{payment['address']}", argv)
 
     def test_z_sigterm_stops_everything_gateway_first(self):
         pids = {i["name"]: i["pid"] for i in self.up.instances().values()}
